@@ -1,0 +1,41 @@
+"""diffsight: train, sample and explain diffusion models.
+
+The engine speaks four contracts (docs/concepts.md): a denoiser ``D(x, sigma, cond) -> x0_hat``, schedules
+that return descending sigmas, samplers that are pure functions reporting each step, and oracles with
+closed-form answers to check everything against.
+"""
+
+from diffsight._version import __version__
+from diffsight.errors import DiffsightError, ScheduleError, ShapeError, UnknownNameError
+from diffsight.models import Denoiser, DiscreteVPDenoiser, DiscreteVPSchedule, EDMPrecond, from_diffusers
+from diffsight.oracles import EmpiricalOracle, GaussianMixtureOracle, GaussianOracle
+from diffsight.sampling import (
+    SAMPLERS,
+    ClassifierFreeGuidance,
+    StepRecord,
+    get_sampler,
+    karras_sigmas,
+    sample,
+)
+
+__all__ = [
+    "SAMPLERS",
+    "ClassifierFreeGuidance",
+    "Denoiser",
+    "DiffsightError",
+    "DiscreteVPDenoiser",
+    "DiscreteVPSchedule",
+    "EDMPrecond",
+    "EmpiricalOracle",
+    "GaussianMixtureOracle",
+    "GaussianOracle",
+    "ScheduleError",
+    "ShapeError",
+    "StepRecord",
+    "UnknownNameError",
+    "__version__",
+    "from_diffusers",
+    "get_sampler",
+    "karras_sigmas",
+    "sample",
+]

@@ -1,0 +1,24 @@
+"""Networks and the denoiser contract: preconditioning and adapters that make any network a denoiser."""
+
+from diffsight.models.denoiser import Denoiser
+from diffsight.models.discrete import DiscreteVPDenoiser, UNetBackbone, from_diffusers
+from diffsight.models.parametrization import convert, eps_to_x0, score_to_x0, v_to_x0, x0_to_eps, x0_to_score, x0_to_v
+from diffsight.models.precond import EDMPrecond, edm_coefficients
+from diffsight.models.vp_schedule import DiscreteVPSchedule
+
+__all__ = [
+    "Denoiser",
+    "DiscreteVPDenoiser",
+    "DiscreteVPSchedule",
+    "EDMPrecond",
+    "UNetBackbone",
+    "convert",
+    "edm_coefficients",
+    "eps_to_x0",
+    "from_diffusers",
+    "score_to_x0",
+    "v_to_x0",
+    "x0_to_eps",
+    "x0_to_score",
+    "x0_to_v",
+]
