@@ -170,9 +170,16 @@ class DiscreteVPSchedule:
         if spacing == "leading":
             ts = torch.arange(num_steps, dtype=torch.float64) * (T // num_steps) + steps_offset
         elif spacing == "linspace":
-            ts = torch.linspace(0, T - 1, num_steps, dtype=torch.float64).round()
+            # i * (T-1)/(N-1), the last point exactly T-1: numpy.linspace's arithmetic, which diffusers rounds.
+            # (torch.linspace fills its upper half from the end, so e.g. N=27 puts 499.5 on the other side.)
+            ts = torch.arange(num_steps, dtype=torch.float64) * ((T - 1) / max(num_steps - 1, 1))
+            ts[-1] = T - 1 if num_steps > 1 else 0
+            ts = ts.round()
         elif spacing == "trailing":
-            ts = (T - torch.arange(num_steps, dtype=torch.float64) * (T / num_steps)).round() - 1
+            # T + i * delta with delta = (T - T/N) - T: numpy.arange(T, 0, -T/N)'s arithmetic, which diffusers
+            # rounds (delta differs from -T/N in the last bits; N=48 would otherwise round 937.5 the other way).
+            delta = (T - T / num_steps) - T
+            ts = (T + torch.arange(num_steps, dtype=torch.float64) * delta).round() - 1
             ts = ts.flip(0)
         else:
             raise unknown_name("timestep spacing", spacing, ["leading", "linspace", "trailing"])

@@ -94,7 +94,12 @@ class GaussianOracle(nn.Module):
         return -0.5 * (self.dim * math.log(2 * math.pi) + var.log().sum(1) + (y**2 / var).sum(1))
 
     def sample(
-        self, n: int, sigma: float = 0.0, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32
+        self,
+        n: int,
+        sigma: float = 0.0,
+        *,
+        generator: torch.Generator | None = None,
+        dtype: torch.dtype = torch.float32,
     ) -> torch.Tensor:
         """n draws from N(mean, cov + sigma^2 I), shape (n, *event_shape)."""
         z = torch.randn((n, self.dim), generator=generator, dtype=torch.float64, device=self.mean.device)

@@ -1,9 +1,9 @@
 """Schedules, samplers and guidance: the sampling engine (DESIGN.md, contracts 2 and 3)."""
 
+from diffsight.models.denoiser import Denoiser
 from diffsight.sampling.guidance import ClassifierFreeGuidance
 from diffsight.sampling.records import Callback, NoiseFn, StepRecord, generator_noise, randn_like, replay_noise
 from diffsight.sampling.registry import DETERMINISTIC_SAMPLERS, SAMPLERS, get_sampler, sample
-from diffsight.models.denoiser import Denoiser
 from diffsight.sampling.samplers import (
     sample_ddim,
     sample_ddpm,

@@ -180,7 +180,14 @@ def _ancestral_loop(
 
 
 def _churn(
-    x: torch.Tensor, s: float, n_steps: int, draw: NoiseFn, i: int, s_churn: float, s_tmin: float, s_tmax: float,
+    x: torch.Tensor,
+    s: float,
+    n_steps: int,
+    draw: NoiseFn,
+    i: int,
+    s_churn: float,
+    s_tmin: float,
+    s_tmax: float,
     s_noise: float,
 ) -> tuple[torch.Tensor, float, tuple[torch.Tensor, ...]]:
     """EDM Algorithm 2, lines 4-6: raise the noise level to s_hat = s (1 + gamma) with fresh noise."""

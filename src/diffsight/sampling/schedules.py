@@ -52,6 +52,7 @@ __all__ = [
     "ve_geometric_sigmas",
 ]
 
+
 def _append_zero(sigmas: torch.Tensor) -> torch.Tensor:
     return torch.cat([sigmas, sigmas.new_zeros(1)])
 
@@ -62,9 +63,7 @@ def _check_range(num_steps: int, sigma_min: float, sigma_max: float) -> None:
     if not (math.isfinite(sigma_min) and math.isfinite(sigma_max)):
         raise ScheduleError(f"sigma_min and sigma_max must be finite, got {sigma_min} and {sigma_max}")
     if not 0 < sigma_min < sigma_max:
-        raise ScheduleError(
-            f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}"
-        )
+        raise ScheduleError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
 
 
 def karras_sigmas(num_steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:

@@ -1,0 +1,25 @@
+"""Shared fixtures: small oracles with known answers, and helpers to compare sample moments."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffsight.oracles import GaussianOracle
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture
+def gauss2d() -> GaussianOracle:
+    """A correlated 2-D Gaussian: the known answer for sampler tests."""
+    mean = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    cov = torch.tensor([[2.0, 0.8], [0.8, 0.5]], dtype=torch.float64)
+    return GaussianOracle(mean, cov)
+
+
+def moment_errors(samples: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> tuple[float, float]:
+    """(max abs error of the mean, relative Frobenius error of the covariance) of 2-D samples (n, d)."""
+    m_err = (samples.mean(0) - mean).abs().max().item()
+    c_err = ((torch.cov(samples.T) - cov).norm() / cov.norm()).item()
+    return m_err, c_err
