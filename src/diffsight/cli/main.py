@@ -40,11 +40,16 @@ def demo(
     n: Annotated[int, typer.Option(help="Number of points to noise and to sample.")] = 2000,
     steps: Annotated[int, typer.Option(help="Sampler steps.")] = 20,
     sampler: Annotated[str, typer.Option(help="Sampler name (ddpm, ddim, euler, heun, dpmpp_2m, ...).")] = "heun",
+    dataset: Annotated[
+        str, typer.Option(help="Toy dataset: eight_gaussians (exact mixture), moons, swiss_roll, checkerboard.")
+    ] = "eight_gaussians",
+    sigma_max: Annotated[float, typer.Option(help="First noise level of the Karras schedule.")] = 40.0,
 ) -> None:
-    """Draw the forward noising of 2-D toy data and its reverse sampling with the exact mixture denoiser."""
+    """Draw the forward noising of 2-D toy data and its reverse sampling with an exact denoiser."""
     from diffsight.report.toy_demo import ToyDemoConfig, run_toy_demo
 
-    result = run_toy_demo(ToyDemoConfig(out=out, seed=seed, n=n, steps=steps, sampler=sampler))
+    config = ToyDemoConfig(out=out, seed=seed, n=n, steps=steps, sampler=sampler, dataset=dataset, sigma_max=sigma_max)
+    result = run_toy_demo(config)
     typer.echo(result.summary)
     typer.echo(f"report: {result.path.resolve()}")
 
