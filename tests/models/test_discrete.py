@@ -63,3 +63,17 @@ def test_clip_and_attributes() -> None:
         DiscreteVPDenoiser(lambda x, t, c: x, SCHED, "eps", clip_x0=0.0)
     with pytest.raises(DiffsightError, match="eps, v or x0"):
         DiscreteVPDenoiser(lambda x, t, c: x, SCHED, "score")
+
+
+def test_from_diffusers_clip_override() -> None:
+    from diffsight.models import from_diffusers
+
+    net = torch.nn.Identity()
+    assert from_diffusers(net, {"clip_sample": True}).clip_x0 == 1.0
+    assert from_diffusers(net, {"clip_sample": True}, clip_x0=None).clip_x0 is None
+    assert from_diffusers(net, {}, clip_x0=2.0).clip_x0 == 2.0
+
+
+def test_schedule_tables_are_computed_once() -> None:
+    sched = DiscreteVPSchedule.from_name("linear", 100)
+    assert sched.train_sigmas is sched.train_sigmas and sched.log_sigmas is sched.log_sigmas

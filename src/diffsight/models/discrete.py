@@ -97,12 +97,23 @@ class UNetBackbone(nn.Module):
         return self.unet(x, t, class_labels=cond).sample
 
 
-def from_diffusers(unet: nn.Module, scheduler_config: Mapping[str, Any] | Any) -> DiscreteVPDenoiser:
+_FROM_CONFIG = object()
+
+
+def from_diffusers(
+    unet: nn.Module, scheduler_config: Mapping[str, Any] | Any, *, clip_x0: float | None | object = _FROM_CONFIG
+) -> DiscreteVPDenoiser:
     """A denoiser for a diffusers ``UNet2DModel`` and the config of the scheduler it was trained with.
 
     ``scheduler_config`` is a ``DDPMScheduler`` (or DDIM/DPM-Solver) config: the scheduler object, its
     ``.config`` or the dict of ``scheduler_config.json``. Reads the betas (``beta_schedule``, ``beta_start``,
     ``beta_end``, ``num_train_timesteps`` or ``trained_betas``), ``prediction_type`` and ``clip_sample``.
+
+    Clipping: a DDPM/DDIM config defaults to ``clip_sample=True``, and then every sampler sees x0 clamped to
+    [-1, 1] and steps along the direction implied by the clamped x0. That equals diffusers' DDIM with
+    ``use_clipped_model_output=True`` and its DDPM, but not diffusers' default DDIM (which steps along the
+    unclipped eps) nor its DPM-Solver (which never clamps). Pass ``clip_x0=None`` to turn clamping off, or a
+    number to choose the range, whatever the config says.
     """
     cfg = dict(getattr(scheduler_config, "config", scheduler_config))
     if cfg.get("rescale_betas_zero_snr"):
@@ -118,7 +129,10 @@ def from_diffusers(unet: nn.Module, scheduler_config: Mapping[str, Any] | Any) -
             float(cfg.get("beta_start", 1e-4)),
             float(cfg.get("beta_end", 0.02)),
         )
-    clip = float(cfg.get("clip_sample_range", 1.0)) if cfg.get("clip_sample", False) else None
+    if clip_x0 is _FROM_CONFIG:
+        clip = float(cfg.get("clip_sample_range", 1.0)) if cfg.get("clip_sample", False) else None
+    else:
+        clip = clip_x0  # type: ignore[assignment]
     return DiscreteVPDenoiser(
         UNetBackbone(unet), DiscreteVPSchedule(betas), cfg.get("prediction_type", "epsilon"), clip_x0=clip
     )

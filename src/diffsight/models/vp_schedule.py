@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import torch
@@ -118,16 +119,21 @@ class DiscreteVPSchedule:
     def num_train_timesteps(self) -> int:
         return int(self.betas.numel())
 
-    @property
+    @cached_property
     def alphas_cumprod(self) -> torch.Tensor:
         """abar_t, t = 0..T-1."""
         return torch.cumprod(1 - self.betas, dim=0)
 
-    @property
+    @cached_property
     def train_sigmas(self) -> torch.Tensor:
         """sigma_t for every training timestep, ascending in t."""
         abar = self.alphas_cumprod
         return ((1 - abar) / abar).sqrt()
+
+    @cached_property
+    def log_sigmas(self) -> torch.Tensor:
+        """log sigma_t, ascending in t (computed once: the sigma <-> t map reads it on every network call)."""
+        return self.train_sigmas.log()
 
     @property
     def sigma_min(self) -> float:
@@ -142,7 +148,7 @@ class DiscreteVPSchedule:
         t = torch.as_tensor(t, dtype=torch.float64)
         if torch.any((t < 0) | (t > self.num_train_timesteps - 1)):
             raise ScheduleError(f"timesteps must lie in [0, {self.num_train_timesteps - 1}]")
-        log_sigmas = self.train_sigmas.log()
+        log_sigmas = self.log_sigmas
         low = t.floor().long().clamp(max=self.num_train_timesteps - 2)
         w = t - low
         return ((1 - w) * log_sigmas[low] + w * log_sigmas[low + 1]).exp()
@@ -150,7 +156,7 @@ class DiscreteVPSchedule:
     def sigma_to_t(self, sigma: torch.Tensor | float) -> torch.Tensor:
         """Fractional timestep of each sigma (inverse of :meth:`t_to_sigma`), clamped to [0, T-1]."""
         sigma = torch.as_tensor(sigma, dtype=torch.float64)
-        log_sigmas = self.train_sigmas.log()
+        log_sigmas = self.log_sigmas
         log_sigma = sigma.clamp(min=torch.finfo(torch.float64).tiny).log()
         idx = torch.searchsorted(log_sigmas, log_sigma.reshape(-1)).reshape(log_sigma.shape)
         high = idx.clamp(1, self.num_train_timesteps - 1)
