@@ -10,7 +10,7 @@ import pytest
 
 from diffsight.data import EIGHT_GAUSSIANS_STD
 from diffsight.errors import DiffsightError, UnknownNameError
-from diffsight.report import ToyDemoConfig, ToyDemoResult, run_toy_demo, toy_demo
+from diffsight.report import ToyDemoConfig, ToyDemoResult, run_toy_demo
 from diffsight.sampling import SAMPLERS, karras_sigmas
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -46,10 +46,7 @@ def test_ddpm_is_reproducible_and_forgets_its_start(tmp_path: Path) -> None:
     assert a.start_agreement is not None and a.start_agreement < 0.6
 
 
-def test_other_datasets_use_the_empirical_denoiser_which_memorizes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(toy_demo, "_CHUNK", 64)  # the denoiser and the distances run in several chunks
+def test_other_datasets_use_the_empirical_denoiser_which_memorizes(tmp_path: Path) -> None:
     result = run_toy_demo(ToyDemoConfig(out=tmp_path / "moons.png", n=200, steps=8, dataset="moons"))
     assert result.mode_distance is None and result.start_agreement is None and result.commit_sigma is None
     assert result.nearest_train_distance < 0.02

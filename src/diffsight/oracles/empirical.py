@@ -24,7 +24,8 @@ __all__ = ["EmpiricalOracle"]
 class EmpiricalOracle(nn.Module):
     """Exact denoiser and density of the uniform distribution over the rows of ``data`` (N, *event).
 
-    ``chunk_size`` bounds memory: distances are computed against that many training points at a time.
+    ``chunk_size`` bounds memory: queries are processed that many at a time, so the distance matrix held at
+    once is ``chunk_size x N`` whatever the batch size.
     """
 
     sigma_min = 0.0
@@ -43,15 +44,20 @@ class EmpiricalOracle(nn.Module):
     def dim(self) -> int:
         return self.data.shape[1]
 
-    def _logits(self, flat: torch.Tensor, sigma: torch.Tensor | float) -> list[torch.Tensor]:
+    def _blocks(self, flat: torch.Tensor, sigma: torch.Tensor | float) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(logits, query rows) per block of ``chunk_size`` queries; logits = -|x - y_i|^2 / (2 sigma^2)."""
         s2 = _sigma_b(sigma, flat).reshape(-1, 1) ** 2  # (B, 1)
         data = self.data.to(flat.dtype)
-        return [-torch.cdist(flat, chunk).square() / (2 * s2) for chunk in data.split(self.chunk_size)]
+        return [
+            (-torch.cdist(q, data).square() / (2 * s), q)  # (b, N)
+            for q, s in zip(flat.split(self.chunk_size), s2.split(self.chunk_size), strict=True)
+        ]
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: Any = None) -> torch.Tensor:
         flat = _flat(x, self.dim)
-        logits = torch.cat(self._logits(flat, sigma), 1)  # (B, N)
-        return (torch.softmax(logits, 1) @ self.data.to(x.dtype)).reshape(x.shape)
+        data = self.data.to(x.dtype)
+        out = [torch.softmax(logits, 1) @ data for logits, _ in self._blocks(flat, sigma)]
+        return torch.cat(out).reshape(x.shape)
 
     def score(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         s2 = _sigma_b(sigma, x).reshape((-1,) + (1,) * (x.ndim - 1)) ** 2
@@ -61,11 +67,12 @@ class EmpiricalOracle(nn.Module):
         """log of (1/N) sum_i N(x; y_i, sigma^2 I), shape (B,); needs sigma > 0."""
         flat = _flat(x, self.dim)
         s = _sigma_b(sigma, flat)
-        lse = torch.logsumexp(torch.cat(self._logits(flat, s), 1), 1)
+        lse = torch.cat([torch.logsumexp(logits, 1) for logits, _ in self._blocks(flat, s)])
         return lse - math.log(self.data.shape[0]) - 0.5 * self.dim * torch.log(2 * math.pi * s**2)
 
     def nearest(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(distance, index) of the nearest training point to each sample."""
         flat = _flat(x, self.dim)
-        dists = torch.cat([torch.cdist(flat, c.to(flat.dtype)) for c in self.data.split(self.chunk_size)], 1)
-        return dists.min(1)
+        data = self.data.to(flat.dtype)
+        best = [torch.cdist(q, data).min(1) for q in flat.split(self.chunk_size)]
+        return torch.cat([b.values for b in best]), torch.cat([b.indices for b in best])

@@ -26,10 +26,8 @@ from __future__ import annotations
 import math
 import os
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -55,7 +53,6 @@ _PATH_SIGMA = 4.0  # paths start at the first state with sigma below this (highe
 _QUIVER_GRID = 17
 _DENSITY_GRID = 160
 _MAX_N = 20_000  # more points do not make a clearer figure; the empirical denoiser costs n^2 per evaluation
-_CHUNK = 2048  # queries per call of the empirical oracle: memory ~ _CHUNK * n
 
 
 @dataclass(frozen=True)
@@ -154,15 +151,6 @@ def _column_steps(sigmas: list[float]) -> list[int]:
     return sorted(chosen, key=lambda i: sigmas[i])
 
 
-def _in_chunks(oracle: EmpiricalOracle) -> Callable[..., torch.Tensor]:
-    """The same denoiser, evaluated _CHUNK queries at a time so that memory stays ~ _CHUNK * n."""
-
-    def denoise(x: torch.Tensor, sigma: torch.Tensor, cond: Any = None) -> torch.Tensor:
-        return torch.cat([oracle(xc, sc) for xc, sc in zip(x.split(_CHUNK), sigma.split(_CHUNK), strict=True)])
-
-    return denoise
-
-
 def run_toy_demo(config: ToyDemoConfig) -> ToyDemoResult:
     """Noise toy data, sample it back with an exact denoiser, draw both in one PNG and measure the samples."""
     g = torch.Generator().manual_seed(config.seed)
@@ -173,9 +161,8 @@ def run_toy_demo(config: ToyDemoConfig) -> ToyDemoResult:
     eps = torch.randn((config.n, 2), generator=g)  # (n, 2)
 
     mixture = eight_gaussians_mixture() if config.dataset == "eight_gaussians" else None
-    empirical = EmpiricalOracle(x0)
+    empirical = EmpiricalOracle(x0, chunk_size=2048)  # memory ~ 2048 * n per block of queries
     denoiser: GaussianMixtureOracle | EmpiricalOracle = mixture if mixture is not None else empirical
-    sampled = denoiser if mixture is not None else _in_chunks(empirical)
 
     columns = _column_steps(s_list)
     captured: dict[int, torch.Tensor] = {}
@@ -197,7 +184,7 @@ def run_toy_demo(config: ToyDemoConfig) -> ToyDemoResult:
             leaders.append(mixture.responsibilities(x, r.sigma).argmax(1))
 
     with torch.no_grad():
-        final = sample(config.sampler, sampled, x_init, sigmas, generator=g, callback=callback).detach()
+        final = sample(config.sampler, denoiser, x_init, sigmas, generator=g, callback=callback).detach()
         paths.append(final[:_N_PATHS].clone())
         path_sigmas.append(0.0)
         result = _measure(config, final, empirical, mixture, leaders, s_list, nfe)
@@ -216,7 +203,7 @@ def _measure(
     nfe: int,
 ) -> dict:
     head = f"{config.dataset}, {config.sampler}, {_steps(config.steps)} ({nfe} NFE)"
-    train_dist = float(torch.cat([empirical.nearest(chunk)[0] for chunk in final.split(_CHUNK)]).mean())
+    train_dist = float(empirical.nearest(final)[0].mean())
     if mixture is None:
         summary = (
             f"{head}: the final samples lie {train_dist:.3g} on average from the nearest of the {config.n} "
