@@ -54,6 +54,203 @@ def demo(
     typer.echo(f"report: {result.path.resolve()}")
 
 
+@app.command()
+def train(
+    config_file: Annotated[
+        Path | None, typer.Argument(help="TOML training config (e.g. configs/digits.toml).", show_default=False)
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML training config (same as the argument).")
+    ] = None,
+    data: Annotated[str | None, typer.Option(help="Dataset name (digits, shapes, toy2d:moons) or a path.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Total optimizer steps.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Global batch size.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of initial weights, data order and noise.")] = None,
+    resolution: Annotated[int | None, typer.Option(help="Image side length for image folders / shapes.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default runs/<config name>).")] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
+    ] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
+) -> None:
+    """Train a diffusion model; the run folder gets checkpoints, sample grids, metrics.jsonl and model/."""
+    import shlex
+    import sys
+
+    from diffsight.errors import DiffsightError
+    from diffsight.training import load_config
+    from diffsight.training import train as run_training
+
+    if config_file is not None and config is not None and config_file != config:
+        raise DiffsightError("give the config either as the argument or with --config, not both")
+    cfg = load_config(config_file or config).with_overrides(
+        data=data, steps=steps, batch_size=batch_size, seed=seed, resolution=resolution
+    )
+    run_dir = out or Path("runs") / cfg.name
+    command = "diffsight " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    result = run_training(cfg, run_dir, resume=resume, progress=progress, command=command)
+    typer.echo(
+        f"trained {result.steps} steps in {result.wall_time_s:.0f} s (final loss {result.final_loss:.4f}); "
+        f"model: {result.model_dir.resolve()}"
+    )
+
+
+def _class_labels(model: object, value: str | None, n: int) -> object:
+    """--class as an index or a class name -> (n,) labels tensor, or None for unconditional sampling."""
+    import torch
+
+    from diffsight.errors import DiffsightError
+
+    if value is None:
+        return None
+    names = list(model.class_names)  # type: ignore[attr-defined]
+    if model.num_classes == 0:  # type: ignore[attr-defined]
+        raise DiffsightError("this model is unconditional: drop --class")
+    if value in names:
+        index = names.index(value)
+    elif value.isdigit() and int(value) < model.num_classes:  # type: ignore[attr-defined]
+        index = int(value)
+    else:
+        raise DiffsightError(f"unknown class {value!r}; choose an index 0..{len(names) - 1} or one of {names}")
+    return torch.full((n,), index, dtype=torch.long)
+
+
+@app.command()
+def sample(
+    model: Annotated[str, typer.Argument(help="Model folder or shipped model name (digits, shapes).")],
+    n: Annotated[int, typer.Option("--n", help="Number of samples.", min=1, max=100_000)] = 64,
+    steps: Annotated[int, typer.Option(help="Sampler steps (Karras schedule).", min=1, max=1000)] = 20,
+    sampler: Annotated[str, typer.Option(help="ddpm, ddim, euler, heun, dpmpp_2m, dpmpp_3m, pc.")] = "dpmpp_2m",
+    seed: Annotated[int, typer.Option(help="Seed of the initial noise and any noise the sampler draws.")] = 0,
+    class_: Annotated[
+        str | None, typer.Option("--class", help="Class index or name (conditional models); omit: unconditional.")
+    ] = None,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (1 = none); needs --class.")] = 1.0,
+    out: Annotated[Path, typer.Option("--out", "-o", help="grid .png (images), scatter .png (2-D) or .npy.")] = Path(
+        "outputs/samples.png"
+    ),
+) -> None:
+    """Draw samples from a model and write them as an image grid or an array."""
+    import numpy as np
+    import torch
+
+    from diffsight.data.image_io import save_grid
+    from diffsight.errors import DiffsightError
+    from diffsight.models import load_model
+    from diffsight.sampling.generate import generate_samples
+
+    loaded = load_model(model)
+    labels = _class_labels(loaded, class_, n)
+    if guidance != 1.0 and labels is None:
+        raise DiffsightError("--guidance needs --class (guidance pushes samples towards a class)")
+    suffix = out.suffix.lower()
+    if suffix not in (".png", ".npy"):
+        raise DiffsightError(f"--out must end in .png or .npy, got {out.name}")
+    with torch.no_grad():
+        images = generate_samples(
+            loaded.denoiser,
+            loaded.event_shape,
+            n,
+            steps=steps,
+            sampler=sampler,
+            generator=torch.Generator().manual_seed(seed),
+            labels=labels,
+            guidance=guidance,
+            null_class=loaded.null_class,
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".npy":
+        np.save(out, images.cpu().numpy())
+    elif images.ndim == 4:
+        save_grid(images, out)
+    elif images.shape[1] == 2:
+        from diffsight.report.figures import scatter_png
+
+        scatter_png(images, out, title=f"{loaded.name}: {n} samples, {sampler}, {steps} steps")
+    else:
+        raise DiffsightError(f"samples of shape {tuple(images.shape[1:])} cannot be drawn; use -o samples.npy")
+    typer.echo(f"{n} samples from {loaded.name} ({sampler}, {steps} steps, seed {seed}): {out.resolve()}")
+
+
+@app.command(name="eval")
+def eval_(
+    model: Annotated[str, typer.Argument(help="Model folder or shipped model name (digits, shapes).")],
+    n: Annotated[int | None, typer.Option("--n", help="Samples to score (default: held-out half, <= 2000).")] = None,
+    steps: Annotated[int, typer.Option(help="Sampler steps.", min=1, max=1000)] = 20,
+    sampler: Annotated[str, typer.Option(help="Sampler name.")] = "dpmpp_2m",
+    seed: Annotated[int, typer.Option(help="Seed of the sampling noise.")] = 0,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (conditional models).")] = 1.0,
+    unconditional: Annotated[bool, typer.Option(help="Sample a conditional model through its null class.")] = False,
+    reference_steps: Annotated[
+        int, typer.Option(help="Also score heun at this many steps with the same noise (solver check); 0 = off.")
+    ] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the JSON report here.")] = None,
+    update_card: Annotated[
+        bool, typer.Option("--update-card", help="Record the metrics in the model folder and its card.")
+    ] = False,
+) -> None:
+    """Sample a model and score it: FD beside its real-vs-real floor, precision/recall, factor histograms."""
+    import json
+
+    from diffsight.metrics import format_quality
+    from diffsight.metrics.model_eval import evaluate_model, training_data_of
+    from diffsight.models import load_model
+    from diffsight.models.folder import update_model_metrics
+
+    loaded = load_model(model)
+    data = training_data_of(loaded)
+    say = (lambda line: typer.echo(line, err=True)) if as_json else typer.echo
+    kwargs = {"n": n, "seed": seed, "guidance": guidance, "unconditional": unconditional, "data": data}
+    report = evaluate_model(loaded, steps=steps, sampler=sampler, progress=say, **kwargs)
+    if reference_steps:
+        reference = evaluate_model(loaded, steps=reference_steps, sampler="heun", progress=say, **kwargs)
+        report["solver_check"] = {
+            "fd": report["fd"],
+            "fd_reference": reference["fd"],
+            "reference": f"heun, {reference_steps} steps, same noise",
+            "relative_difference": abs(report["fd"] - reference["fd"]) / max(reference["fd"], 1e-12),
+        }
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        typer.echo(format_quality(report))
+        if "solver_check" in report:
+            check = report["solver_check"]
+            typer.echo(
+                f"  solver check: FD {check['fd']:.3g} vs {check['fd_reference']:.3g} ({check['reference']}): "
+                f"{100 * check['relative_difference']:.1f}% apart"
+            )
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2))
+    if update_card:
+        key = "unconditional" if unconditional or loaded.num_classes == 0 else "conditional"
+        if guidance != 1.0:
+            key += f"_guidance_{guidance:g}"
+        update_model_metrics(loaded.path, {key: _card_metrics(report)})
+        say(f"metrics recorded in {loaded.path / 'diffsight.json'} and its README.md")
+
+
+def _card_metrics(report: dict) -> dict:
+    """The headline numbers of an eval report, for diffsight.json and the model card."""
+    out = {k: round(report[k], 4) for k in ("fd", "fd_floor", "precision", "recall") if k in report}
+    out.update(
+        n=report["n"],
+        features=report.get("features"),
+        **{k: report["sampling"][k] for k in ("sampler", "steps", "guidance", "seed")},
+    )
+    for name, fac in report.get("factors", {}).items():
+        out[f"{name}_tv"] = round(fac["tv"], 4)
+        out[f"{name}_confident_share"] = round(fac["confident_share"], 4)
+        if "accuracy" in fac:
+            out[f"{name}_accuracy"] = round(fac["accuracy"], 4)
+    if "solver_check" in report:
+        out["fd_heun_reference"] = round(report["solver_check"]["fd_reference"], 4)
+        out["solver_relative_difference"] = round(report["solver_check"]["relative_difference"], 4)
+    return out
+
+
 def main() -> None:
     """Run the CLI; errors from bad input print one line, not a traceback."""
     from diffsight.errors import DiffsightError

@@ -2,8 +2,11 @@
 
 from diffsight.models.denoiser import Denoiser
 from diffsight.models.discrete import DiscreteVPDenoiser, UNetBackbone, from_diffusers
+from diffsight.models.folder import LoadedModel, load_model, save_model_folder, shipped_models
+from diffsight.models.mlp import SigmaMLP
 from diffsight.models.parametrization import convert, eps_to_x0, score_to_x0, v_to_x0, x0_to_eps, x0_to_score, x0_to_v
 from diffsight.models.precond import EDMPrecond, edm_coefficients
+from diffsight.models.unet import UNET_PRESETS, UNetEDMBackbone, build_unet, unet_config
 from diffsight.models.vp_schedule import DiscreteVPSchedule
 
 __all__ = [
@@ -11,12 +14,21 @@ __all__ = [
     "DiscreteVPDenoiser",
     "DiscreteVPSchedule",
     "EDMPrecond",
+    "LoadedModel",
+    "SigmaMLP",
+    "UNET_PRESETS",
     "UNetBackbone",
+    "UNetEDMBackbone",
+    "build_unet",
     "convert",
     "edm_coefficients",
     "eps_to_x0",
     "from_diffusers",
+    "load_model",
+    "save_model_folder",
+    "shipped_models",
     "score_to_x0",
+    "unet_config",
     "v_to_x0",
     "x0_to_eps",
     "x0_to_score",
