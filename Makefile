@@ -26,6 +26,7 @@ test: install
 
 bench: install
 	$(PY) benchmarks/sampling.py
+	$(PY) benchmarks/training.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -139,13 +139,13 @@ def sample(
     from diffsight.models import load_model
     from diffsight.sampling.generate import generate_samples
 
+    suffix = out.suffix.lower()
+    if suffix not in (".png", ".npy"):
+        raise DiffsightError(f"--out must end in .png or .npy, got {out.name}")
     loaded = load_model(model)
     labels = _class_labels(loaded, class_, n)
     if guidance != 1.0 and labels is None:
         raise DiffsightError("--guidance needs --class (guidance pushes samples towards a class)")
-    suffix = out.suffix.lower()
-    if suffix not in (".png", ".npy"):
-        raise DiffsightError(f"--out must end in .png or .npy, got {out.name}")
     with torch.no_grad():
         images = generate_samples(
             loaded.denoiser,

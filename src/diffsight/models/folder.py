@@ -35,7 +35,6 @@ from diffsight.models.discrete import from_diffusers
 from diffsight.models.mlp import SigmaMLP
 from diffsight.models.precond import EDMPrecond
 from diffsight.models.unet import UNetEDMBackbone
-from diffsight.models.vp_schedule import DiscreteVPSchedule
 
 __all__ = [
     "FORMAT_VERSION",
@@ -125,9 +124,12 @@ def resolve_model_path(spec: str | Path) -> Path:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise DiffsightError(f"{path}: cannot read it as JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise DiffsightError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def _load_unet(folder: Path) -> nn.Module:
@@ -169,7 +171,10 @@ def _denoiser_from_info(info: dict[str, Any], network: nn.Module) -> nn.Module:
             backbone, sigma_data=edm["sigma_data"], sigma_min=edm["sigma_min"], sigma_max=edm["sigma_max"]
         )
     if kind == "vp":
-        return from_diffusers(network, info["vp"]["scheduler_config"], clip_x0=info["vp"].get("clip_x0"))
+        vp = info["vp"]
+        if "clip_x0" in vp:
+            return from_diffusers(network, vp["scheduler_config"], clip_x0=vp["clip_x0"])
+        return from_diffusers(network, vp["scheduler_config"])
     raise DiffsightError(f"unknown model kind {kind!r} in diffsight.json (expected 'edm' or 'vp')")
 
 
@@ -193,10 +198,7 @@ def load_model(spec: str | Path, *, device: str | torch.device = "cpu") -> Loade
             "kind": "vp",
             "network": "unet",
             "event_shape": [network.config.in_channels, network.config.sample_size, network.config.sample_size],
-            "vp": {
-                "scheduler_config": scheduler_config,
-                "clip_x0": 1.0 if scheduler_config.get("clip_sample", True) else None,
-            },
+            "vp": {"scheduler_config": scheduler_config},  # clipping as the scheduler config says
             "conditioning": {"num_classes": int(rows), "null_class": None} if rows else None,
             "sampling": {"sampler": "dpmpp_2m", "steps": 20},
             "source": "plain diffusers folder (no diffsight.json)",
@@ -277,7 +279,7 @@ def _diffusers_version() -> str:
     return version("diffusers")
 
 
-def vp_scheduler_config(schedule: DiscreteVPSchedule | None = None, **config: Any) -> dict[str, Any]:
+def vp_scheduler_config(**config: Any) -> dict[str, Any]:
     """A ``DDPMScheduler`` config dict (for VP models), defaults as diffusers'."""
     base = {
         "_class_name": "DDPMScheduler",

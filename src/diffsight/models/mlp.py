@@ -81,6 +81,12 @@ class SigmaMLP(nn.Module):
                 labels = torch.full((x_in.shape[0],), self.null_class, dtype=torch.long, device=x_in.device)
             else:
                 labels = torch.as_tensor(cond, device=x_in.device).long().reshape(-1)
+                if labels.shape[0] != x_in.shape[0]:
+                    raise DiffsightError(f"need one class label per sample ({x_in.shape[0]}), got {labels.shape[0]}")
+                if int(labels.min()) < 0 or int(labels.max()) > self.null_class:
+                    raise DiffsightError(
+                        f"class labels must lie in 0..{self.null_class - 1} (or {self.null_class} for none)"
+                    )
             emb = emb + self.class_embed(labels)
         elif cond is not None:
             raise DiffsightError("this model is unconditional: it takes no class label")

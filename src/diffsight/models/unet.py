@@ -1,7 +1,7 @@
 """diffusers ``UNet2DModel`` presets sized for a CPU, and the backbone adapter EDM preconditioning calls.
 
 Costs (forward pass per image, measured with FlopCounterMode; shared/research/core_perf.md, sec. 1.3 and 9.2):
-the ``small`` preset is ~0.7 M parameters and ~32 MFLOP at 8x8; at 16x16 it adds a level (~1.1 M, ~120 MFLOP).
+the ``small`` preset is ~0.7 M parameters and ~32 MFLOP at 8x8; at 16x16 it adds a level (~0.8 M parameters).
 
 Class conditioning goes through the UNet's own class embedding (``num_class_embeds``) with one extra index, the
 *null class*, for unconditional evaluation and classifier-free guidance (Ho & Salimans 2022): a conditional model
@@ -24,7 +24,7 @@ C_NOISE_SCALE = 250.0
 of a few hundred (DDPM's t in [0, 1000)), so the backbone feeds it ``C_NOISE_SCALE * c_noise``."""
 
 UNET_PRESETS: dict[str, dict[str, Any]] = {
-    # for tests: two levels, no attention, ~50 k parameters
+    # for tests: two levels, no attention, ~0.16 M parameters
     "tiny": {"channels": (16, 32), "layers_per_block": 1, "attention": False, "norm_num_groups": 8},
     # the digits / shapes models: attention at the lowest resolution
     "small": {"channels": (32, 64), "layers_per_block": 1, "attention": True, "norm_num_groups": 8},

@@ -72,11 +72,13 @@ def generate_samples(
     param = next(iter(getattr(denoiser, "parameters", lambda: iter(()))()), None)
     device = param.device if param is not None else torch.device("cpu")
     dtype = param.dtype if param is not None else torch.float32
+    # All initial noise in one draw, so the samples do not depend on batch_size (torch's CPU randn switches
+    # algorithm for small tensors, so per-batch draws would).
+    initial = torch.randn((n, *event_shape), generator=generator, dtype=torch.float32)  # (n, *event)
     out = []
     for start in range(0, n, batch_size):
         b = min(batch_size, n - start)
-        x = torch.randn((b, *event_shape), generator=generator, dtype=torch.float32).to(device, dtype)
-        x = x * sigmas[0].item()
+        x = initial[start : start + b].to(device, dtype) * sigmas[0].item()
         cond = None if labels is None else labels[start : start + b].to(device)
         out.append(run(model, x, sigmas, cond=cond, generator=generator, callback=callback, **(sampler_options or {})))
     return torch.cat(out)
