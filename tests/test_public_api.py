@@ -8,7 +8,15 @@ import pytest
 
 import diffsight
 
-PACKAGES = ["diffsight", "diffsight.models", "diffsight.sampling", "diffsight.oracles"]
+PACKAGES = [
+    "diffsight",
+    "diffsight.models",
+    "diffsight.sampling",
+    "diffsight.oracles",
+    "diffsight.data",
+    "diffsight.metrics",
+    "diffsight.training",
+]
 
 
 @pytest.mark.parametrize("module_name", PACKAGES)
@@ -29,6 +37,7 @@ def test_top_level_exports() -> None:
         "DiscreteVPSchedule",
         "EDMPrecond",
         "EmpiricalOracle",
+        "LoadedModel",
         "GaussianMixtureOracle",
         "GaussianOracle",
         "ScheduleError",
@@ -37,8 +46,11 @@ def test_top_level_exports() -> None:
         "UnknownNameError",
         "__version__",
         "from_diffusers",
+        "generate_samples",
         "get_sampler",
         "karras_sigmas",
+        "load_data",
+        "load_model",
         "sample",
     }
 
@@ -55,3 +67,47 @@ def test_import_does_not_load_diffusers() -> None:
     code = "import sys, diffsight, diffsight.sampling, diffsight.models; print('diffusers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+LAYERS = {
+    "errors": 0,
+    "_version": 0,
+    "models": 1,
+    "oracles": 1,
+    "data": 1,
+    "zoo": 1,
+    "sampling": 2,
+    "trace": 3,
+    "training": 3,
+    "metrics": 3,
+    "explain": 4,
+    "tasks": 4,
+    "audit": 4,
+    "report": 5,
+    "cli": 6,
+    "serve": 6,
+    "__main__": 7,
+    "__init__": 7,
+}
+
+
+def test_lower_layers_never_import_higher_ones() -> None:
+    """DESIGN.md, "Layers": e.g. sampling/ never imports training/, training/ never imports report/ or cli/."""
+    import ast
+    from pathlib import Path
+
+    src = Path(diffsight.__file__).parent
+    violations = []
+    for path in src.rglob("*.py"):
+        layer = path.relative_to(src).parts[0].removesuffix(".py")
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "diffsight" and len(parts) > 1:
+                    target = parts[1]
+                    if LAYERS.get(target, 0) > LAYERS[layer]:
+                        violations.append(f"{path.relative_to(src)} imports {name}")
+    assert not violations, violations

@@ -6,13 +6,23 @@ closed-form answers to check everything against.
 """
 
 from diffsight._version import __version__
+from diffsight.data import load_data
 from diffsight.errors import DiffsightError, ScheduleError, ShapeError, UnknownNameError
-from diffsight.models import Denoiser, DiscreteVPDenoiser, DiscreteVPSchedule, EDMPrecond, from_diffusers
+from diffsight.models import (
+    Denoiser,
+    DiscreteVPDenoiser,
+    DiscreteVPSchedule,
+    EDMPrecond,
+    LoadedModel,
+    from_diffusers,
+    load_model,
+)
 from diffsight.oracles import EmpiricalOracle, GaussianMixtureOracle, GaussianOracle
 from diffsight.sampling import (
     SAMPLERS,
     ClassifierFreeGuidance,
     StepRecord,
+    generate_samples,
     get_sampler,
     karras_sigmas,
     sample,
@@ -27,6 +37,7 @@ __all__ = [
     "DiscreteVPSchedule",
     "EDMPrecond",
     "EmpiricalOracle",
+    "LoadedModel",
     "GaussianMixtureOracle",
     "GaussianOracle",
     "ScheduleError",
@@ -35,7 +46,10 @@ __all__ = [
     "UnknownNameError",
     "__version__",
     "from_diffusers",
+    "generate_samples",
     "get_sampler",
     "karras_sigmas",
+    "load_data",
+    "load_model",
     "sample",
 ]

@@ -1,6 +1,7 @@
 """Schedules, samplers and guidance: the sampling engine (DESIGN.md, contracts 2 and 3)."""
 
 from diffsight.models.denoiser import Denoiser
+from diffsight.sampling.generate import generate_samples
 from diffsight.sampling.guidance import ClassifierFreeGuidance
 from diffsight.sampling.records import Callback, NoiseFn, StepRecord, generator_noise, randn_like, replay_noise
 from diffsight.sampling.registry import DETERMINISTIC_SAMPLERS, SAMPLERS, get_sampler, sample
@@ -26,6 +27,7 @@ from diffsight.sampling.schedules import (
 )
 
 __all__ = [
+    "generate_samples",
     "DETERMINISTIC_SAMPLERS",
     "SAMPLERS",
     "Callback",
