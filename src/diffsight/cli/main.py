@@ -67,6 +67,7 @@ def train(
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Global batch size.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of initial weights, data order and noise.")] = None,
     resolution: Annotated[int | None, typer.Option(help="Image side length for image folders / shapes.")] = None,
+    channels: Annotated[int | None, typer.Option(help="1 (grayscale) or 3 (RGB) for image folders.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (default runs/<config name>).")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
@@ -84,7 +85,7 @@ def train(
     if config_file is not None and config is not None and config_file != config:
         raise DiffsightError("give the config either as the argument or with --config, not both")
     cfg = load_config(config_file or config).with_overrides(
-        data=data, steps=steps, batch_size=batch_size, seed=seed, resolution=resolution
+        data=data, steps=steps, batch_size=batch_size, seed=seed, resolution=resolution, channels=channels
     )
     run_dir = out or Path("runs") / cfg.name
     command = "diffsight " + " ".join(shlex.quote(a) for a in sys.argv[1:])

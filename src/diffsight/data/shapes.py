@@ -15,7 +15,6 @@ distinct while every factor stays unambiguous. Shapes are rendered with 4x4 supe
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -59,7 +58,7 @@ def _inside(shape: int, u: np.ndarray, v: np.ndarray, radius: float) -> np.ndarr
     """Mask of points (u, v), relative to the shape's centre, that lie inside the shape."""
     if shape == 0:  # circle
         return u**2 + v**2 <= radius**2
-    if shape == 1:  # square, same area as the circle would be too small; use the half-side radius*0.9
+    if shape == 1:  # square of half-side 0.9 radius (slightly smaller, so it does not read as "large")
         half = radius * 0.9
         return (np.abs(u) <= half) & (np.abs(v) <= half)
     # upward triangle inscribed in the circle of this radius (apex up; v grows downwards)
@@ -124,7 +123,3 @@ def make_shapes(
             "frequencies": {k: [round(float(x), 6) for x in v] for k, v in probs.items()},
         },
     )
-
-
-def _check_math() -> None:  # pragma: no cover - guards the constants above
-    assert math.isclose(float(_BACKGROUNDS.max()), 0.55)

@@ -77,7 +77,8 @@ def model_card(info: dict[str, Any]) -> str:
     if data.get("factors"):
         lines.append(f"- Factors: {_fmt(data.get('factors'))}")
     lines += ["", "## Training", ""]
-    for key in ("command", "steps", "batch_size", "images_seen", "wall_time_s", "machine", "final_loss", "config"):
+    keys = ("command", "steps", "batch_size", "images_seen", "wall_time_s", "machine", "notes", "final_loss", "config")
+    for key in keys:
         if key in training:
             lines.append(f"- {key.replace('_', ' ')}: {_fmt(training[key])}")
     lines += ["", "## Metrics", ""]

@@ -97,7 +97,8 @@ class UNetEDMBackbone(nn.Module):
         super().__init__()
         self.unet = unet
         self.c_noise_scale = float(c_noise_scale)
-        rows = getattr(unet.config, "num_class_embeds", None)
+        inner = getattr(unet, "module", unet)  # DistributedDataParallel keeps the UNet (and its config) in .module
+        rows = getattr(inner.config, "num_class_embeds", None)
         self.null_class: int | None = None if rows is None else int(rows) - 1
 
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, cond: Any = None) -> torch.Tensor:

@@ -103,12 +103,16 @@ class TrainConfig:
         return out
 
     def with_overrides(self, **overrides: Any) -> TrainConfig:
-        """Apply CLI overrides: ``data``, ``resolution``, ``steps``, ``batch_size``, ``seed`` (None is ignored)."""
+        """Apply CLI overrides: data, resolution, channels, steps, batch_size, seed (None is ignored)."""
         cfg = self
         if overrides.get("data") is not None:
             cfg = replace(cfg, data=replace(cfg.data, name=str(overrides["data"])))
         if overrides.get("resolution") is not None:
             cfg = replace(cfg, data=replace(cfg.data, resolution=int(overrides["resolution"])))
+        if overrides.get("channels") is not None:
+            if overrides["channels"] not in (1, 3):
+                raise DiffsightError(f"channels must be 1 or 3, got {overrides['channels']}")
+            cfg = replace(cfg, data=replace(cfg.data, channels=int(overrides["channels"])))
         train_keys = {k: v for k, v in overrides.items() if k in ("steps", "batch_size", "seed") and v is not None}
         if train_keys:
             cfg = replace(cfg, train=replace(cfg.train, **train_keys))

@@ -12,6 +12,7 @@ What makes a run reproducible and resumable bit for bit (DESIGN.md, "Artifacts")
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -229,7 +230,7 @@ class Trainer:
         for k in range(t.grad_accum):
             mb = slice(k * micro, (k + 1) * micro)
             sync = k == t.grad_accum - 1 or acc.num_processes == 1
-            context = acc.no_sync(self.model) if not sync else _null_context()
+            context = acc.no_sync(self.model) if not sync else contextlib.nullcontext()
             with context, acc.autocast():
                 c = None if cond is None else cond[mb]
                 if self.schedule is None:
@@ -461,14 +462,6 @@ class Trainer:
 
     def save_model(self, path: Path, *, final_loss: float) -> Path:
         return save_model_folder(path, self.ema.model, self.model_info(final_loss))
-
-
-class _null_context:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _tensorboard(run_dir: Path) -> Any:
