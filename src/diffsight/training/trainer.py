@@ -75,8 +75,15 @@ class TrainResult:
 def machine_description() -> str:
     threads = torch.get_num_threads()
     cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = f"{line.split(':', 1)[1].strip()}, {platform.machine()}"
+                break
+    except OSError:
+        pass
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__} with {threads} threads{gpu}"
+    return f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__} with {threads} thread(s){gpu}"
 
 
 def build_network(config: TrainConfig, data: TrainingData) -> tuple[nn.Module, str, int]:
