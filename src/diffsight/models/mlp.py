@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from diffsight.errors import DiffsightError
+from diffsight.models.labels import class_labels
 
 __all__ = ["SigmaMLP"]
 
@@ -76,20 +77,9 @@ class SigmaMLP(nn.Module):
             raise DiffsightError(f"SigmaMLP expects (B, {self.config['dim']}) inputs, got {tuple(x_in.shape)}")
         angles = 2 * math.pi * c_noise.to(x_in.dtype)[:, None] * self.freqs[None, :]  # (B, emb_dim/2)
         emb = self.embed(torch.cat([angles.sin(), angles.cos()], dim=1))  # (B, emb_dim)
+        labels = class_labels(cond, x_in.shape[0], self.null_class, x_in.device)
         if self.class_embed is not None:
-            if cond is None:
-                labels = torch.full((x_in.shape[0],), self.null_class, dtype=torch.long, device=x_in.device)
-            else:
-                labels = torch.as_tensor(cond, device=x_in.device).long().reshape(-1)
-                if labels.shape[0] != x_in.shape[0]:
-                    raise DiffsightError(f"need one class label per sample ({x_in.shape[0]}), got {labels.shape[0]}")
-                if int(labels.min()) < 0 or int(labels.max()) > self.null_class:
-                    raise DiffsightError(
-                        f"class labels must lie in 0..{self.null_class - 1} (or {self.null_class} for none)"
-                    )
             emb = emb + self.class_embed(labels)
-        elif cond is not None:
-            raise DiffsightError("this model is unconditional: it takes no class label")
         emb = nn.functional.silu(emb)
         h = self.inp(x_in)
         for block in self.blocks:

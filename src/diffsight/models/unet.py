@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from diffsight.errors import DiffsightError, unknown_name
+from diffsight.models.labels import class_labels
 
 __all__ = ["C_NOISE_SCALE", "UNET_PRESETS", "UNetEDMBackbone", "build_unet", "unet_config"]
 
@@ -102,19 +103,6 @@ class UNetEDMBackbone(nn.Module):
         self.null_class: int | None = None if rows is None else int(rows) - 1
 
     def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, cond: Any = None) -> torch.Tensor:
-        labels = None
-        if self.null_class is not None:
-            if cond is None:
-                labels = torch.full((x_in.shape[0],), self.null_class, dtype=torch.long, device=x_in.device)
-            else:
-                labels = torch.as_tensor(cond, device=x_in.device).long().reshape(-1)
-                if labels.shape[0] != x_in.shape[0]:
-                    raise DiffsightError(f"need one class label per sample ({x_in.shape[0]}), got {labels.shape[0]}")
-                if int(labels.min()) < 0 or int(labels.max()) > self.null_class:
-                    raise DiffsightError(
-                        f"class labels must lie in 0..{self.null_class - 1} (or {self.null_class} for none)"
-                    )
-        elif cond is not None:
-            raise DiffsightError("this model is unconditional: it takes no class label")
+        labels = class_labels(cond, x_in.shape[0], self.null_class, x_in.device)
         timestep = c_noise.to(x_in.dtype) * self.c_noise_scale  # (B,)
         return self.unet(x_in, timestep, class_labels=labels).sample

@@ -162,6 +162,7 @@ class Trainer:
         )
         self.model, self.optimizer = self.accelerator.prepare(network, optimizer)
         self.network = self.accelerator.unwrap_model(self.model)
+        self.fingerprint = self.data.fingerprint()  # hashed once, recorded in every checkpoint
         self.order = DataOrder(len(self.data), t.batch_size, t.seed)
         self.generator = torch.Generator().manual_seed(t.seed + 7_919)  # noise levels, noise, label dropout
         self.samples_cpu = self.data.samples
@@ -278,7 +279,7 @@ class Trainer:
     def _meta(self) -> dict[str, Any]:
         return {
             "config": self.config.to_dict(),
-            "data_fingerprint": self.data.fingerprint(),
+            "data_fingerprint": self.fingerprint,
             "processes": self.accelerator.num_processes,
             "elapsed_s": self.elapsed,
         }
@@ -319,7 +320,7 @@ class Trainer:
                 f"cannot resume from {path}: the config differs in {', '.join(sorted(diffs))}; "
                 "use the original settings (only steps and logging intervals may change) or a new --out"
             )
-        if checkpoint.meta.get("data_fingerprint") != self.data.fingerprint():
+        if checkpoint.meta.get("data_fingerprint") != self.fingerprint:
             raise CheckpointError(f"cannot resume from {path}: the training data changed since it was written")
         self.network.load_state_dict(checkpoint.model)
         self.ema.model.load_state_dict(checkpoint.ema)
