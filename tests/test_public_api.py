@@ -71,6 +71,7 @@ def test_import_does_not_load_diffusers() -> None:
 
 LAYERS = {
     "errors": 0,
+    "atomic": 0,
     "_version": 0,
     "models": 1,
     "oracles": 1,

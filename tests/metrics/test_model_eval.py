@@ -68,3 +68,15 @@ def test_changed_data_is_detected() -> None:
     del model.info["training"]
     with pytest.raises(DiffsightError, match="does not record its training data"):
         training_data_of(model)
+
+
+def test_solver_check_and_card_metrics(digits_flat: torch.Tensor) -> None:
+    from diffsight.metrics.model_eval import card_metrics, format_model_eval
+
+    memorizer = as_model(EmpiricalOracle(digits_flat), "digits", (1, 8, 8))
+    report = evaluate_model(memorizer, n=200, steps=12, sampler="heun", reference_steps=24)
+    check = report["solver_check"]
+    assert check["fd_reference"] > 0 and check["relative_difference"] < 0.5
+    assert "solver check" in format_model_eval(report)
+    card = card_metrics(report)
+    assert card["n"] == 200 and card["steps"] == 12 and "digit_tv" in card and "fd_heun_reference" in card

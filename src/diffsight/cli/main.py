@@ -194,34 +194,24 @@ def eval_(
     """Sample a model and score it: FD beside its real-vs-real floor, precision/recall, factor histograms."""
     import json
 
-    from diffsight.metrics import format_quality
-    from diffsight.metrics.model_eval import evaluate_model, training_data_of
+    from diffsight.metrics.model_eval import card_metrics, evaluate_model, format_model_eval
     from diffsight.models import load_model
     from diffsight.models.folder import update_model_metrics
 
     loaded = load_model(model)
-    data = training_data_of(loaded)
     say = (lambda line: typer.echo(line, err=True)) if as_json else typer.echo
-    kwargs = {"n": n, "seed": seed, "guidance": guidance, "unconditional": unconditional, "data": data}
-    report = evaluate_model(loaded, steps=steps, sampler=sampler, progress=say, **kwargs)
-    if reference_steps:
-        reference = evaluate_model(loaded, steps=reference_steps, sampler="heun", progress=say, **kwargs)
-        report["solver_check"] = {
-            "fd": report["fd"],
-            "fd_reference": reference["fd"],
-            "reference": f"heun, {reference_steps} steps, same noise",
-            "relative_difference": abs(report["fd"] - reference["fd"]) / max(reference["fd"], 1e-12),
-        }
-    if as_json:
-        typer.echo(json.dumps(report, indent=2))
-    else:
-        typer.echo(format_quality(report))
-        if "solver_check" in report:
-            check = report["solver_check"]
-            typer.echo(
-                f"  solver check: FD {check['fd']:.3g} vs {check['fd_reference']:.3g} ({check['reference']}): "
-                f"{100 * check['relative_difference']:.1f}% apart"
-            )
+    report = evaluate_model(
+        loaded,
+        n=n,
+        steps=steps,
+        sampler=sampler,
+        seed=seed,
+        guidance=guidance,
+        unconditional=unconditional,
+        reference_steps=reference_steps,
+        progress=say,
+    )
+    typer.echo(json.dumps(report, indent=2) if as_json else format_model_eval(report))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2))
@@ -229,27 +219,8 @@ def eval_(
         key = "unconditional" if unconditional or loaded.num_classes == 0 else "conditional"
         if guidance != 1.0:
             key += f"_guidance_{guidance:g}"
-        update_model_metrics(loaded.path, {key: _card_metrics(report)})
+        update_model_metrics(loaded.path, {key: card_metrics(report)})
         say(f"metrics recorded in {loaded.path / 'diffsight.json'} and its README.md")
-
-
-def _card_metrics(report: dict) -> dict:
-    """The headline numbers of an eval report, for diffsight.json and the model card."""
-    out = {k: round(report[k], 4) for k in ("fd", "fd_floor", "precision", "recall") if k in report}
-    out.update(
-        n=report["n"],
-        features=report.get("features"),
-        **{k: report["sampling"][k] for k in ("sampler", "steps", "guidance", "seed")},
-    )
-    for name, fac in report.get("factors", {}).items():
-        out[f"{name}_tv"] = round(fac["tv"], 4)
-        out[f"{name}_confident_share"] = round(fac["confident_share"], 4)
-        if "accuracy" in fac:
-            out[f"{name}_accuracy"] = round(fac["accuracy"], 4)
-    if "solver_check" in report:
-        out["fd_heun_reference"] = round(report["solver_check"]["fd_reference"], 4)
-        out["solver_relative_difference"] = round(report["solver_check"]["relative_difference"], 4)
-    return out
 
 
 def main() -> None:

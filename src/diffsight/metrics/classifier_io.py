@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import importlib.resources
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from diffsight.atomic import write_bytes_atomic
 from diffsight.errors import DiffsightError, unknown_name
 from diffsight.metrics.classifier import FactorClassifier
 
@@ -30,20 +29,6 @@ __all__ = ["WEIGHTS_NAME", "CONFIG_NAME", "load_classifier", "save_classifier", 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 _FORMAT = "diffsight.factor_classifier/1"
-
-
-def _write_atomic(path: Path, payload: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; saved weights are meant to be shared and shipped
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_classifier(model: FactorClassifier, directory: str | Path, report: dict[str, Any] | None = None) -> Path:
@@ -59,8 +44,8 @@ def save_classifier(model: FactorClassifier, directory: str | Path, report: dict
         text = json.dumps(meta, indent=2) + "\n"
     except TypeError as err:
         raise DiffsightError(f"the classifier report must be JSON-serialisable: {err}") from err
-    _write_atomic(folder / WEIGHTS_NAME, save_safetensors(state, metadata={"format": _FORMAT}))
-    _write_atomic(folder / CONFIG_NAME, text.encode())
+    write_bytes_atomic(folder / WEIGHTS_NAME, save_safetensors(state, metadata={"format": _FORMAT}))
+    write_bytes_atomic(folder / CONFIG_NAME, text.encode())
     return folder
 
 

@@ -23,11 +23,11 @@ from diffsight.errors import DiffsightError
 from diffsight.metrics.classifier_io import shipped_classifier, shipped_names
 from diffsight.metrics.frechet import frechet_distance
 from diffsight.metrics.precision_recall import precision_recall
-from diffsight.metrics.quality import evaluate_samples
+from diffsight.metrics.quality import embed, evaluate_samples, format_quality
 from diffsight.models.folder import LoadedModel
 from diffsight.sampling.generate import generate_samples
 
-__all__ = ["evaluate_model", "training_data_of"]
+__all__ = ["card_metrics", "evaluate_model", "format_model_eval", "training_data_of"]
 
 
 def training_data_of(model: LoadedModel) -> TrainingData:
@@ -74,6 +74,7 @@ def evaluate_model(
     unconditional: bool = False,
     batch_size: int = 256,
     data: TrainingData | None = None,
+    reference_steps: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Sample ``model`` and score the samples; returns a JSON-ready report.
@@ -83,6 +84,8 @@ def evaluate_model(
         steps, sampler, seed, guidance: how to sample (Karras schedule over the model's sigma range).
         unconditional: sample a conditional model through its null class instead of the floor labels.
         data: the training data, when the caller has it already (else reloaded from the model folder).
+        reference_steps: > 0 adds ``solver_check``: the FD of Heun at this many steps from the same noise, and
+            how far the FD above is from it (is the fast sampler converged?).
         progress: receives one line per phase.
     """
     say = progress or (lambda _line: None)
@@ -97,21 +100,25 @@ def evaluate_model(
             raise DiffsightError("a conditional model needs labelled data to evaluate against")
         reps = (n + len(floor) - 1) // len(floor)
         labels = floor.labels.repeat(reps)[:n]
-    say(f"sampling {n} from {model.name} ({sampler}, {steps} steps)")
+
+    def draw(sampler: str, steps: int) -> torch.Tensor:
+        say(f"sampling {n} from {model.name} ({sampler}, {steps} steps)")
+        with torch.no_grad():
+            return generate_samples(
+                model.denoiser,
+                model.event_shape,
+                n,
+                steps=steps,
+                sampler=sampler,
+                generator=torch.Generator().manual_seed(seed),
+                labels=labels,
+                guidance=guidance,
+                null_class=model.null_class,
+                batch_size=batch_size,
+            )
+
     start = time.perf_counter()
-    with torch.no_grad():
-        samples = generate_samples(
-            model.denoiser,
-            model.event_shape,
-            n,
-            steps=steps,
-            sampler=sampler,
-            generator=torch.Generator().manual_seed(seed),
-            labels=labels,
-            guidance=guidance,
-            null_class=model.null_class,
-            batch_size=batch_size,
-        )
+    samples = draw(sampler, steps)
     sample_seconds = time.perf_counter() - start
     setting = {
         "sampler": sampler,
@@ -130,6 +137,10 @@ def evaluate_model(
             requested = {classifier.factors[0]: labels}
         report = evaluate_samples(samples, reference, classifier, floor=floor, requested=requested)
         report["features"] = f"shipped {dataset} classifier"
+        ref_feats = embed(classifier, reference.samples)[0]
+
+        def features(images: torch.Tensor) -> torch.Tensor:
+            return embed(classifier, images)[0]
     else:
         say("no shipped classifier for this data: scoring on pixels")
         feats, ref_feats = _pixel_features(samples), _pixel_features(reference.samples)
@@ -144,5 +155,42 @@ def evaluate_model(
         report["notes"] = ["pixel features: FD values are not comparable with classifier-feature FDs"]
         report["features"] = "pixels"
         report["confident_at"] = 0.9
+        features = _pixel_features
     report["sampling"] = setting
+    if reference_steps:
+        fd_reference = frechet_distance(features(draw("heun", reference_steps)), ref_feats)
+        report["solver_check"] = {
+            "fd": report["fd"],
+            "fd_reference": fd_reference,
+            "reference": f"heun, {reference_steps} steps, same noise",
+            "relative_difference": abs(report["fd"] - fd_reference) / max(fd_reference, 1e-12),
+        }
     return report
+
+
+def format_model_eval(report: dict[str, Any]) -> str:
+    """:func:`format_quality` plus the solver check, when there is one."""
+    text = format_quality(report)
+    if "solver_check" in report:
+        check = report["solver_check"]
+        text += (
+            f"\n  solver check: FD {check['fd']:.3g} vs {check['fd_reference']:.3g} ({check['reference']}): "
+            f"{100 * check['relative_difference']:.1f}% apart"
+        )
+    return text
+
+
+def card_metrics(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers of an :func:`evaluate_model` report, for ``diffsight.json`` and the model card."""
+    out: dict[str, Any] = {k: round(report[k], 4) for k in ("fd", "fd_floor", "precision", "recall") if k in report}
+    out.update(n=report["n"], features=report.get("features"))
+    out.update({k: report["sampling"][k] for k in ("sampler", "steps", "guidance", "seed")})
+    for name, fac in report.get("factors", {}).items():
+        out[f"{name}_tv"] = round(fac["tv"], 4)
+        out[f"{name}_confident_share"] = round(fac["confident_share"], 4)
+        if "accuracy" in fac:
+            out[f"{name}_accuracy"] = round(fac["accuracy"], 4)
+    if "solver_check" in report:
+        out["fd_heun_reference"] = round(report["solver_check"]["fd_reference"], 4)
+        out["solver_relative_difference"] = round(report["solver_check"]["relative_difference"], 4)
+    return out

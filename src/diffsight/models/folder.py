@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from diffsight._version import __version__
+from diffsight.atomic import fsync_tree, write_bytes_atomic
 from diffsight.errors import DiffsightError
 from diffsight.models.card import model_card
 from diffsight.models.discrete import from_diffusers
@@ -213,18 +214,6 @@ def load_model(spec: str | Path, *, device: str | torch.device = "cpu") -> Loade
     return LoadedModel(denoiser=denoiser, info=info, path=path, network=network)
 
 
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _, filenames in os.walk(root):
-        for name in filenames:
-            with open(os.path.join(dirpath, name), "rb") as handle:
-                os.fsync(handle.fileno())
-        fd = os.open(dirpath, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def save_model_folder(path: str | Path, network: nn.Module, info: dict[str, Any]) -> Path:
     """Write a model folder atomically: everything goes to a temporary sibling, is fsynced, then renamed.
 
@@ -259,7 +248,7 @@ def save_model_folder(path: str | Path, network: nn.Module, info: dict[str, Any]
             (tmp / "model_index.json").write_text(json.dumps(index, indent=2))
         (tmp / "diffsight.json").write_text(json.dumps(info, indent=2, sort_keys=False))
         (tmp / "README.md").write_text(model_card(info))
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         old = None
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
@@ -296,15 +285,6 @@ def vp_scheduler_config(**config: Any) -> dict[str, Any]:
     return base
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def update_model_metrics(path: str | Path, metrics: dict[str, Any]) -> dict[str, Any]:
     """Merge ``metrics`` into a model folder's ``diffsight.json`` and rewrite its model card (atomically)."""
     folder = Path(path)
@@ -313,6 +293,6 @@ def update_model_metrics(path: str | Path, metrics: dict[str, Any]) -> dict[str,
         raise DiffsightError(f"{folder}: no diffsight.json to update (only diffsight model folders carry metrics)")
     info = _read_json(info_path)
     info["metrics"] = {**(info.get("metrics") or {}), **metrics}
-    _write_atomic(info_path, json.dumps(info, indent=2))
-    _write_atomic(folder / "README.md", model_card(info))
+    write_bytes_atomic(info_path, json.dumps(info, indent=2).encode())
+    write_bytes_atomic(folder / "README.md", model_card(info).encode())
     return info

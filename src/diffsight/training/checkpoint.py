@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from diffsight.atomic import fsync_dir
 from diffsight.errors import DiffsightError
 
 __all__ = [
@@ -59,14 +60,6 @@ def _sha256(path: Path) -> str:
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -118,11 +111,11 @@ def save_checkpoint(root: str | Path, checkpoint: Checkpoint, *, keep: int = 2) 
         manifest = {name: {"sha256": _sha256(tmp / name), "bytes": (tmp / name).stat().st_size} for name in names}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         _fsync_file(tmp / "manifest.json")
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
-        _fsync_dir(root)
+        fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

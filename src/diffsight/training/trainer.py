@@ -28,7 +28,7 @@ from torch import nn
 from diffsight.data import TrainingData, load_data
 from diffsight.data.image_io import save_grid
 from diffsight.errors import DiffsightError
-from diffsight.models.discrete import UNetBackbone
+from diffsight.models.discrete import UNetBackbone, from_diffusers
 from diffsight.models.folder import save_model_folder, vp_scheduler_config
 from diffsight.models.mlp import SigmaMLP
 from diffsight.models.precond import EDMPrecond
@@ -186,8 +186,6 @@ class Trainer:
         """The denoiser made of the EMA weights (what the model folder will hold)."""
         if self.schedule is None:
             return self._edm(self.ema.model).eval()
-        from diffsight.models.discrete import from_diffusers
-
         return from_diffusers(self.ema.model, self._scheduler_config()).eval()
 
     def _scheduler_config(self) -> dict[str, Any]:
