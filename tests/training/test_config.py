@@ -32,6 +32,7 @@ def test_defaults_and_round_trip() -> None:
         ({"model": {"sigma_min": 0}}, "sigma_min"),
         ({"train": {"batch_size": 10, "grad_accum": 3}}, "divisible"),
         ({"data": []}, "must be a table"),
+        ({"train": {"lr_schedule": "linear"}}, "lr_schedule must be 'constant' or 'cosine'"),
     ],
 )
 def test_invalid_configs_say_what_to_fix(raw: dict, message: str) -> None:

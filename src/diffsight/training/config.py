@@ -70,6 +70,7 @@ class TrainSettings:
     batch_size: int = 64
     lr: float = 2e-4
     warmup_steps: int = 200
+    lr_schedule: str = "constant"  # constant | cosine (after warm-up, cosine decay to 0 at `steps`)
     weight_decay: float = 0.0
     adam_betas: tuple[float, float] = (0.9, 0.999)
     grad_clip: float = 1.0
@@ -126,6 +127,10 @@ class TrainConfig:
             (t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}"),
             (t.lr > 0, f"train.lr must be > 0, got {t.lr}"),
             (t.warmup_steps >= 0, "train.warmup_steps must be >= 0"),
+            (
+                t.lr_schedule in ("constant", "cosine"),
+                f"train.lr_schedule must be 'constant' or 'cosine', got {t.lr_schedule!r}",
+            ),
             (0 <= t.ema_decay < 1, f"train.ema_decay must lie in [0, 1), got {t.ema_decay}"),
             (0 <= t.class_dropout < 1, f"train.class_dropout must lie in [0, 1), got {t.class_dropout}"),
             (t.p_std > 0, "train.p_std must be > 0"),

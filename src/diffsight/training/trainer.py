@@ -12,8 +12,10 @@ What makes a run reproducible and resumable bit for bit (DESIGN.md, "Artifacts")
 
 from __future__ import annotations
 
+
 import contextlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -162,6 +164,7 @@ class Trainer:
         )
         self.model, self.optimizer = self.accelerator.prepare(network, optimizer)
         self.network = self.accelerator.unwrap_model(self.model)
+        self.ema.model.to(self.accelerator.device)  # prepare() moved the network to the GPU; the average follows it
         self.fingerprint = self.data.fingerprint()  # hashed once, recorded in every checkpoint
         self.order = DataOrder(len(self.data), t.batch_size, t.seed)
         self.generator = torch.Generator().manual_seed(t.seed + 7_919)  # noise levels, noise, label dropout
@@ -210,6 +213,10 @@ class Trainer:
     def _set_lr(self, step: int) -> float:
         t = self.config.train
         lr = t.lr * min(1.0, (step + 1) / max(1, t.warmup_steps))
+        if t.lr_schedule == "cosine" and step >= t.warmup_steps:
+            # cosine decay (Loshchilov & Hutter 2017, SGDR eq. 5 with one cycle) from lr to 0 over the remaining steps
+            progress = (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps)
+            lr = t.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
