@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean
+.PHONY: install browser demo test bench lint clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,15 +18,28 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: install
-	$(VENV)/bin/diffsight demo --out outputs/demo.png
+# Headless Chromium for the offline-HTML checks (tests/browser.py). Installed with apt-get where that exists
+# and we are root; elsewhere a note, and the browser tests skip with the same reason.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then \
+		:; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get update && apt-get install -y --no-install-recommends chromium) \
+			|| echo "note: apt-get could not install chromium; the offline-HTML browser tests will skip"; \
+	else \
+		echo "note: chromium not found and not installable here (needs apt-get and root); the offline-HTML browser tests will skip"; \
+	fi
 
-test: install
+demo: install
+	$(VENV)/bin/diffsight demo
+
+test: install browser
 	$(PY) -m pytest -q
 
 bench: install
 	$(PY) benchmarks/sampling.py
 	$(PY) benchmarks/training.py
+	$(PY) benchmarks/tracing.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -35,3 +35,19 @@ def test_code_block_runs(doc: str, index: int, code: str, tmp_path: Path, monkey
 
 def test_docs_have_code() -> None:
     assert any(doc == "docs/concepts.md" for doc, _, _ in _blocks())
+
+
+def test_the_report_page_quotes_its_real_example() -> None:
+    """docs/reading-an-explanation-report.md quotes the narrative of docs/examples/shapes-report.html verbatim,
+    and the example's Traces lie beside it and load."""
+    import html as html_lib
+
+    from diffsight.trace import load_trace
+
+    page = (ROOT / "docs" / "reading-an-explanation-report.md").read_text()
+    quoted = re.search(r"<!-- narrative: begin -->\n> (.*?)\n<!-- narrative: end -->", page, re.DOTALL)
+    assert quoted is not None
+    report = html_lib.unescape((ROOT / "docs" / "examples" / "shapes-report.html").read_text())
+    assert quoted.group(1) in report
+    traces = sorted((ROOT / "docs" / "examples").glob("shapes-report.*.trace.safetensors"))
+    assert len(traces) == 2 and all(load_trace(t).id in report for t in traces)

@@ -16,6 +16,8 @@ PACKAGES = [
     "diffsight.data",
     "diffsight.metrics",
     "diffsight.training",
+    "diffsight.trace",
+    "diffsight.explain",
 ]
 
 
@@ -43,6 +45,7 @@ def test_top_level_exports() -> None:
         "ScheduleError",
         "ShapeError",
         "StepRecord",
+        "Trace",
         "UnknownNameError",
         "__version__",
         "from_diffusers",
@@ -51,7 +54,11 @@ def test_top_level_exports() -> None:
         "karras_sigmas",
         "load_data",
         "load_model",
+        "load_trace",
+        "record_trace",
+        "replay",
         "sample",
+        "save_trace",
     }
 
 

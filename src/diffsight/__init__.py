@@ -27,6 +27,7 @@ from diffsight.sampling import (
     karras_sigmas,
     sample,
 )
+from diffsight.trace import Trace, load_trace, record_trace, replay, save_trace
 
 __all__ = [
     "SAMPLERS",
@@ -43,6 +44,7 @@ __all__ = [
     "ScheduleError",
     "ShapeError",
     "StepRecord",
+    "Trace",
     "UnknownNameError",
     "__version__",
     "from_diffusers",
@@ -51,5 +53,9 @@ __all__ = [
     "karras_sigmas",
     "load_data",
     "load_model",
+    "load_trace",
+    "record_trace",
+    "replay",
     "sample",
+    "save_trace",
 ]

@@ -47,7 +47,7 @@ def test_help_lists_the_demo(tmp_path: Path) -> None:
 
 def test_demo_writes_a_png_and_prints_its_absolute_path(tmp_path: Path) -> None:
     out = tmp_path / "figures" / "demo.png"  # the folder does not exist yet
-    proc = run_cli("demo", "--out", str(out), "--n", "300", "--steps", "8", cwd=tmp_path)
+    proc = run_cli("toy-demo", "--out", str(out), "--n", "300", "--steps", "8", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert any(str(out.resolve()) in line for line in proc.stdout.splitlines()), proc.stdout
@@ -65,7 +65,7 @@ def test_demo_writes_a_png_and_prints_its_absolute_path(tmp_path: Path) -> None:
 
 
 def test_demo_relative_out_is_resolved_against_the_working_folder(tmp_path: Path) -> None:
-    proc = run_cli("demo", "--out", "sub/rel.png", "--n", "50", "--steps", "2", "--sampler", "ddpm", cwd=tmp_path)
+    proc = run_cli("toy-demo", "--out", "sub/rel.png", "--n", "50", "--steps", "2", "--sampler", "ddpm", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = (tmp_path / "sub" / "rel.png").resolve()
     assert out.read_bytes()[:8] == PNG_MAGIC
@@ -74,7 +74,7 @@ def test_demo_relative_out_is_resolved_against_the_working_folder(tmp_path: Path
 
 def test_unknown_sampler_is_a_one_line_error_naming_the_samplers(tmp_path: Path) -> None:
     out = tmp_path / "bad.png"
-    proc = run_cli("demo", "--out", str(out), "--sampler", "warp_drive", cwd=tmp_path)
+    proc = run_cli("toy-demo", "--out", str(out), "--sampler", "warp_drive", cwd=tmp_path)
     line = assert_one_line_error(proc)
     assert "warp_drive" in line
     for name in SAMPLERS:
@@ -92,7 +92,7 @@ def test_unknown_sampler_is_a_one_line_error_naming_the_samplers(tmp_path: Path)
 )
 def test_bad_numbers_and_names_are_one_line_errors(tmp_path: Path, flags: list[str], needle: str) -> None:
     out = tmp_path / "bad.png"
-    proc = run_cli("demo", "--out", str(out), *flags, cwd=tmp_path)
+    proc = run_cli("toy-demo", "--out", str(out), *flags, cwd=tmp_path)
     line = assert_one_line_error(proc)
     assert needle in line
     assert not out.exists()

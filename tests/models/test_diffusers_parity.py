@@ -30,14 +30,7 @@ FAR = 1e-2  # a deliberately wrong mapping must miss by at least this much (100x
 SHAPE = (2, 3, 8, 8)  # batch 2 of 3-channel 8x8 images
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """A UNet this small gains nothing from threads, and on a shared 2-core machine OpenMP's spinning threads
-    make each forward ~10x slower; run this module single-threaded and restore the setting after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @functools.cache

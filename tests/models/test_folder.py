@@ -43,12 +43,7 @@ FINGERPRINT = "f" * 8 + "0123456789abcdef" * 3 + "e" * 8  # 64 hex digits, like 
 EDM = {"sigma_data": 0.6, "sigma_min": 0.01, "sigma_max": 40.0, "c_noise_scale": 100.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @functools.cache

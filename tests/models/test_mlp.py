@@ -12,14 +12,7 @@ from diffsight.models.mlp import SigmaMLP
 DIM, CLASSES = 3, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors gain nothing from threads, and on a shared 2-core machine OpenMP's spinning threads make
-    each call far slower; run this module single-threaded and restore the setting after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _mlp(num_classes: int = 0, *, perturb: bool = True, seed: int = 0, **kwargs) -> SigmaMLP:

@@ -19,13 +19,7 @@ from diffsight.models.unet import C_NOISE_SCALE, UNET_PRESETS, UNetEDMBackbone, 
 NUM_CLASSES = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny UNets gain nothing from threads on a shared 2-core machine; restore the setting after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @functools.cache

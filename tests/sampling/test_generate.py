@@ -22,14 +22,7 @@ IMG = (1, 8, 8)  # 64 values per sample
 K = 3  # classes of the conditional toy denoiser; index K is the null class
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors gain nothing from threads, and on a shared 2-core machine OpenMP's spinning threads make
-    each call far slower; run this module single-threaded and restore the setting after."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Bounded(nn.Module):

@@ -35,6 +35,23 @@ def _root(
 
 @app.command()
 def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.html and its traces.")] = Path(
+        "diffsight-demo"
+    ),
+    k: Annotated[int, typer.Option(help="Continuations per branching step.", min=2, max=256)] = 32,
+) -> None:
+    """The main job: generate a few samples of the shipped `shapes` model and explain how each one formed."""
+    from diffsight.report.explain_job import run_demo
+
+    result, runs, seconds = run_demo(out, k=k, progress=lambda line: typer.echo(line, err=True))
+    for run in runs:
+        typer.echo(f"seed {run.trace.meta['seed']}: {run.narrative[0] if run.narrative else ''}")
+    typer.echo(f"explained {len(runs)} samples in {seconds:.0f} s")
+    typer.echo(f"report: {result.path.resolve()}")
+
+
+@app.command(name="toy-demo")
+def toy_demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the PNG.")] = Path("outputs/demo.png"),
     seed: Annotated[int, typer.Option(help="Seed of the data and of the sampler.")] = 0,
     n: Annotated[int, typer.Option(help="Number of points to noise and to sample.")] = 2000,
@@ -171,6 +188,63 @@ def sample(
     else:
         raise DiffsightError(f"samples of shape {tuple(images.shape[1:])} cannot be drawn; use -o samples.npy")
     typer.echo(f"{n} samples from {loaded.name} ({sampler}, {steps} steps, seed {seed}): {out.resolve()}")
+
+
+@app.command()
+def explain(
+    source: Annotated[
+        str, typer.Argument(help="Model folder, shipped model name (shapes, digits), or a saved .trace.safetensors.")
+    ],
+    seed: Annotated[list[int] | None, typer.Option(help="Seed of the sample to explain (repeat for several).")] = None,
+    class_: Annotated[str | None, typer.Option("--class", help="Class index or name (conditional models).")] = None,
+    steps: Annotated[int, typer.Option(help="Sampler steps (Karras schedule).", min=1, max=1000)] = 20,
+    sampler: Annotated[str, typer.Option(help="ddpm, ddim, euler, heun, dpmpp_2m, dpmpp_3m, pc.")] = "dpmpp_2m",
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (1 = none); needs --class.")] = 1.0,
+    k: Annotated[int, typer.Option(help="Fresh-noise continuations per branching step.", min=2, max=256)] = 16,
+    branch_steps: Annotated[
+        int | None, typer.Option("--branch-steps", help="How many steps to branch from (default 8).", min=2)
+    ] = None,
+    attribution: Annotated[
+        bool, typer.Option("--attribution/--no-attribution", help="Integrated-gradients map at the decided step.")
+    ] = True,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML report; traces are saved beside it.")] = Path(
+        "report.html"
+    ),
+) -> None:
+    """Explain how samples formed: one offline HTML report, with each run's Trace saved beside it."""
+    from diffsight.errors import DiffsightError
+    from diffsight.models import load_model
+    from diffsight.report.explain_job import ExplainJob, is_trace_file, run_explain_job
+
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise DiffsightError(f"--out must end in .html, got {out.name}")
+    label = None
+    if is_trace_file(source):
+        if seed or class_ is not None or guidance != 1.0:
+            raise DiffsightError("a saved trace fixes seed, class and guidance: drop --seed/--class/--guidance")
+    elif class_ is not None:
+        label = int(_class_labels(load_model(source), class_, 1)[0])  # type: ignore[index]
+    if guidance != 1.0 and label is None and not is_trace_file(source):
+        raise DiffsightError("--guidance needs --class (guidance pushes samples towards a class)")
+    job = ExplainJob(
+        source=source,
+        out=out,
+        seeds=tuple(seed or [0]),
+        label=label,
+        steps=steps,
+        sampler=sampler,
+        guidance=guidance,
+        k=k,
+        branch_steps=branch_steps,
+        attribution=attribution,
+    )
+    result, runs = run_explain_job(job, progress=lambda line: typer.echo(line, err=True))
+    for run in runs:
+        for line in run.narrative:
+            typer.echo(line)
+    for trace in result.traces:
+        typer.echo(f"trace: {trace.resolve()}")
+    typer.echo(f"report: {result.path.resolve()}")
 
 
 @app.command(name="eval")

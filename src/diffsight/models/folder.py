@@ -16,6 +16,7 @@ read from safetensors only: nothing a user hands us is ever unpickled.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -64,6 +65,7 @@ class LoadedModel:
     info: dict[str, Any]
     path: Path
     network: nn.Module = field(repr=False, default=None)  # type: ignore[assignment]
+    _sha256: str | None = field(repr=False, default=None, compare=False)
 
     @property
     def kind(self) -> str:
@@ -100,6 +102,24 @@ class LoadedModel:
     @property
     def name(self) -> str:
         return str(self.info.get("name") or self.path.name)
+
+    @property
+    def is_shipped(self) -> bool:
+        """True when the folder is one of the models shipped inside the package."""
+        zoo = shipped_models()
+        return zoo.get(self.name, None) is not None and zoo[self.name].resolve() == self.path.resolve()
+
+    def weights_sha256(self) -> str:
+        """SHA-256 over every ``*.safetensors`` file of the folder (relative path and bytes, in path order): the
+        model's identity in Traces and reports. Hashed once per loaded model (the weights in memory are what was
+        loaded then)."""
+        if self._sha256 is None:
+            h = hashlib.sha256()
+            for file in sorted(self.path.rglob("*.safetensors")):
+                h.update(str(file.relative_to(self.path)).encode() + b"\0")
+                h.update(file.read_bytes())
+            self._sha256 = h.hexdigest()
+        return self._sha256
 
 
 def shipped_models() -> dict[str, Path]:

@@ -12,7 +12,6 @@ What makes a run reproducible and resumable bit for bit (DESIGN.md, "Artifacts")
 
 from __future__ import annotations
 
-
 import contextlib
 import json
 import math
