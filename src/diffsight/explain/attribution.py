@@ -125,6 +125,10 @@ class ProbeTarget:
         self.name = f"{factor}={label} logit" if factor is not None else f"logit {label}"
 
     def __call__(self, out: torch.Tensor) -> torch.Tensor:
+        device = out.device
+        param = next(iter(getattr(self.classifier, "parameters", lambda: iter(()))()), None)
+        if param is not None and param.device != device:
+            out = out.to(param.device)  # differentiable: gradients flow back to the model's device
         logits = self.classifier(out)
         if isinstance(logits, dict):
             if self.factor is None:
@@ -134,7 +138,7 @@ class ProbeTarget:
             raise ShapeError("the probe must return logits shaped (N, K)")
         if not 0 <= self.value < logits.shape[1]:
             raise DiffsightError(f"value {self.value} is outside the probe's {logits.shape[1]} classes")
-        return logits[:, self.value]
+        return logits[:, self.value].to(device)
 
 
 class RegionTarget:
