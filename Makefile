@@ -40,6 +40,7 @@ bench: install
 	$(PY) benchmarks/sampling.py
 	$(PY) benchmarks/training.py
 	$(PY) benchmarks/tracing.py
+	$(PY) benchmarks/anomaly.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

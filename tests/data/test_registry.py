@@ -77,3 +77,23 @@ def test_other_files_are_refused(tmp_path: Path) -> None:
     path.write_text("1,2\n")
     with pytest.raises(DiffsightError, match="nor a .npy/.npz"):
         load_data(path)
+
+
+def test_holdout_split_is_seeded_disjoint_and_complete() -> None:
+    train = load_data("digits", options={"holdout": 0.1})
+    held = load_data("digits", options={"holdout": 0.1, "split": "heldout"})
+    every = load_data("digits", options={"holdout": 0.1, "split": "all"})
+    assert (len(train), len(held), len(every)) == (1617, 180, 1797)
+    assert train.source["split"] == "train" and held.source["holdout"] == 0.1
+    rows = {tuple(x.flatten().tolist()) + (int(y),) for x, y in zip(every.samples, every.labels, strict=True)}
+    got = [
+        tuple(x.flatten().tolist()) + (int(y),) for d in (train, held) for x, y in zip(d.samples, d.labels, strict=True)
+    ]
+    assert len(got) == 1797 and set(got) == rows  # together they are the whole set (duplicates kept)
+    assert load_data("digits", options={"holdout": 0.1}).fingerprint() == train.fingerprint()  # same split again
+    other = load_data("digits", options={"holdout": 0.1, "holdout_seed": 1, "split": "heldout"})
+    assert other.fingerprint() != held.fingerprint()
+    with pytest.raises(DiffsightError, match="holdout must be a fraction"):
+        load_data("digits", options={"holdout": 1.5})
+    with pytest.raises(DiffsightError, match="needs a holdout fraction"):
+        load_data("digits", options={"split": "heldout"})

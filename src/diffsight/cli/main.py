@@ -247,6 +247,43 @@ def explain(
     typer.echo(f"report: {result.path.resolve()}")
 
 
+@app.command()
+def score(
+    model: Annotated[str, typer.Argument(help="Model folder or shipped model name (digits, shapes).")],
+    inputs: Annotated[
+        list[str], typer.Argument(help="Image files, folders, or a dataset name (digits, shapes, heldout).")
+    ],
+    n: Annotated[int | None, typer.Option("--n", help="At most this many items per folder or dataset.", min=1)] = None,
+    class_: Annotated[
+        str | None, typer.Option("--class", help="Class of every input (conditional models): information maps.")
+    ] = None,
+    points: Annotated[int, typer.Option(help="Log-SNR points per input (SE ~ 1/sqrt(points)).", min=4)] = 64,
+    seed: Annotated[int, typer.Option(help="Seed of the noise, the log-SNR points and the dequantisation.")] = 0,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write an offline HTML report.")] = None,
+) -> None:
+    """Bits/dim with standard errors, per-pixel surprise and (conditional models) information maps."""
+    from diffsight.errors import DiffsightError
+    from diffsight.models import load_model
+    from diffsight.report.score_job import format_rows, rows_json, score_job, score_rows, write_score_report
+
+    if out is not None and out.suffix.lower() not in (".html", ".htm"):
+        raise DiffsightError(f"--out must end in .html, got {out.name}")
+    loaded = load_model(model)
+    label = None if class_ is None else int(_class_labels(loaded, class_, 1)[0])  # type: ignore[index]
+    scored = score_job(loaded, inputs, n=n, label=label, points=points, seed=seed)
+    rows = score_rows(scored, loaded)
+    typer.echo(rows_json(rows, loaded, scored.result) if json_ else format_rows(rows))
+    if not json_:
+        r = scored.result
+        typer.echo(
+            f"{len(rows)} inputs, {r.nfe_per_image} network evaluations each, {r.seconds:.1f} s "
+            f"({r.seconds / len(rows) * 1000:.0f} ms per input, batched across inputs and noise levels)"
+        )
+    if out is not None:
+        typer.echo(f"report: {write_score_report(scored, loaded, out).resolve()}", err=json_)
+
+
 @app.command(name="eval")
 def eval_(
     model: Annotated[str, typer.Argument(help="Model folder or shipped model name (digits, shapes).")],

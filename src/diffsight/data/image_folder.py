@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from diffsight.data.dataset import TrainingData
 from diffsight.errors import DiffsightError
 
-__all__ = ["CROPS", "IMAGE_EXTENSIONS", "load_image_folder"]
+__all__ = ["CROPS", "IMAGE_EXTENSIONS", "load_image_files", "load_image_folder"]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg")
 CROPS: tuple[str, ...] = ("center", "none")
@@ -84,13 +84,7 @@ def load_image_folder(
 
     channels = channels if channels is not None else _common_channels(root, headers)
     side = _check_sizes(root, headers, resolution)
-
-    images = np.empty((len(files), channels, side, side), dtype=np.float32)  # (N, C, H, W) in [0, 1]
-    for i, header in enumerate(_progress(headers, "Reading images")):
-        images[i] = _read_pixels(header, channels, side, crop, resize=resolution is not None)
-    images *= 2.0
-    images -= 1.0  # in place: (N, C, H, W) in [-1, 1]
-    samples = torch.from_numpy(images)
+    samples = _read_all(headers, channels, side, crop, resize=resolution is not None)
 
     labels: torch.Tensor | None = None
     class_names: tuple[str, ...] = ()
@@ -112,6 +106,30 @@ def load_image_folder(
             "crop": crop,
         },
     )
+
+
+def load_image_files(
+    files: Sequence[str | Path], *, resolution: int, channels: int, crop: str = "center"
+) -> torch.Tensor:
+    """Read the given PNG/JPEG files into (N, channels, resolution, resolution) in [-1, 1], with the same checks
+    and conversions as :func:`load_image_folder` (for inputs handed to a model, e.g. ``diffsight score``)."""
+    _check_options(resolution, channels, crop)
+    paths = [Path(f) for f in files]
+    for path in paths:
+        if not path.is_file():
+            raise DiffsightError(f"{path} not found: pass existing PNG/JPEG files, a folder, or a dataset name")
+    headers = [_read_header(path) for path in paths]
+    _check_sizes(paths[0].parent if paths else Path("."), headers, resolution)
+    return _read_all(headers, channels, resolution, crop, resize=True)
+
+
+def _read_all(headers: Sequence[_Header], channels: int, side: int, crop: str, *, resize: bool) -> torch.Tensor:
+    images = np.empty((len(headers), channels, side, side), dtype=np.float32)  # (N, C, H, W) in [0, 1]
+    for i, header in enumerate(_progress(headers, "Reading images")):
+        images[i] = _read_pixels(header, channels, side, crop, resize=resize)
+    images *= 2.0
+    images -= 1.0  # in place: (N, C, H, W) in [-1, 1]
+    return torch.from_numpy(images)
 
 
 def _check_options(resolution: int | None, channels: int | None, crop: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from diffsight.data.dataset import TrainingData
 from diffsight.data.toy2d import TOY2D, make_toy2d
 from diffsight.errors import DiffsightError
 
-__all__ = ["BUILTIN_DATASETS", "load_data"]
+__all__ = ["BUILTIN_DATASETS", "holdout_split", "load_data"]
 
 BUILTIN_DATASETS: tuple[str, ...] = ("digits", "shapes", *(f"toy2d:{name}" for name in TOY2D))
 
@@ -44,10 +45,46 @@ def load_data(
         n: number of samples for generated data (shapes, toy2d).
         seed: seed of generated data.
         options: loader-specific settings, e.g. ``{"frequencies": {...}}`` for shapes, ``{"crop": "center"}``
-            for image folders, ``{"key": "x", "labels_key": "y"}`` for .npz files.
+            for image folders, ``{"key": "x", "labels_key": "y"}`` for .npz files; for any dataset
+            ``{"holdout": 0.1}`` keeps a seeded 10% out (``"holdout_seed"``, default 0) and returns the rest, or
+            the held-out part with ``{"split": "heldout"}`` (``"all"`` ignores the holdout).
     """
     opts = dict(options or {})
-    text = str(spec)
+    holdout = opts.pop("holdout", None)
+    split = opts.pop("split", "train")
+    holdout_seed = int(opts.pop("holdout_seed", 0))
+    data = _load(str(spec), resolution=resolution, channels=channels, n=n, seed=seed, opts=opts)
+    if holdout is None:
+        if split != "train":
+            raise DiffsightError(f"split={split!r} needs a holdout fraction in the data options")
+        return data
+    return holdout_split(data, float(holdout), split=split, seed=holdout_seed)
+
+
+def holdout_split(data: TrainingData, fraction: float, *, split: str = "train", seed: int = 0) -> TrainingData:
+    """A seeded split of ``data``: ``"train"`` (the rest), ``"heldout"`` (``fraction`` of it) or ``"all"``.
+
+    The same (fraction, seed) always holds out the same items, whatever the caller, so a model's held-out set
+    can be reloaded from its ``diffsight.json`` for membership tests and anomaly baselines.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise DiffsightError(f"holdout must be a fraction in (0, 1), got {fraction}")
+    if split not in ("train", "heldout", "all"):
+        raise DiffsightError(f"split must be 'train', 'heldout' or 'all', got {split!r}")
+    if split == "all":
+        return data
+    count = len(data)
+    held = max(1, round(fraction * count))
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+    index = torch.sort(order[:held] if split == "heldout" else order[held:]).values
+    part = data.subset(index)
+    source = {**part.source, "holdout": fraction, "holdout_seed": seed, "split": split, "of": count}
+    return replace(part, source=source)
+
+
+def _load(
+    text: str, *, resolution: int | None, channels: int | None, n: int | None, seed: int, opts: dict[str, Any]
+) -> TrainingData:
     if text == "digits":
         if resolution not in (None, 8):
             raise DiffsightError(f"digits are 8x8 images; drop --resolution or set it to 8 (got {resolution})")

@@ -8,6 +8,7 @@
 ``ProbeCurves``         factor probes applied to x0_hat at every step
 ``GuidanceMap``         where and when the condition acts: D(x | c) - D(x | null) per step and pixel
 ``GradientAttribution`` saliency / integrated gradients of a probe logit or a region w.r.t. x at a step
+``LikelihoodMaps``      bits/dim, per-pixel surprise and class information of the final sample
 ======================  ===============================================================================
 
 ``explain_trace(trace, model)`` runs every explainer that applies; ``explain_run`` records the Trace first.
@@ -27,6 +28,7 @@ from diffsight.explain.factors import ClassifierReader, ComponentReader, FactorR
 from diffsight.explain.filmstrip import Filmstrip
 from diffsight.explain.guidance import GuidanceMap
 from diffsight.explain.html import explanation_html
+from diffsight.explain.likelihood import LikelihoodMaps, ScoreResult, data_levels, score_inputs
 from diffsight.explain.narrative import narrate
 from diffsight.explain.probes import ProbeCurves
 from diffsight.explain.run import ExplainedRun, explain_run, explain_trace
@@ -43,11 +45,14 @@ __all__ = [
     "Filmstrip",
     "GradientAttribution",
     "GuidanceMap",
+    "LikelihoodMaps",
     "ProbeCurves",
     "ProbeTarget",
     "RandomisationCheck",
     "RegionTarget",
+    "ScoreResult",
     "SpectralEmergence",
+    "data_levels",
     "decided_row",
     "explain_run",
     "explain_trace",
@@ -58,4 +63,5 @@ __all__ = [
     "randomisation_check",
     "randomised_copy",
     "reader_for_model",
+    "score_inputs",
 ]

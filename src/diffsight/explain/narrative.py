@@ -83,6 +83,8 @@ def narrate(explanations: Mapping[str, Explanation], *, num_steps: int) -> list[
         lines.append(explanations["filmstrip"].summary.rstrip(".") + ".")
     if "guidance" in explanations:
         lines.append(explanations["guidance"].summary.rstrip(".") + ".")
+    if "likelihood" in explanations:
+        lines.append(explanations["likelihood"].summary.rstrip(".") + ".")
     if "attribution" in explanations:
         a = explanations["attribution"]
         error = a.diagnostics.get("completeness_error")

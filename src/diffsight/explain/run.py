@@ -2,8 +2,10 @@
 
 ``explain_trace(trace, model)`` runs the filmstrip, the spectrum (images), the factor probes and commitment by
 branching (with the shipped factor probes when the model's training data has them, a pixel distance otherwise),
-the guidance map (class-conditional traces) and an integrated-gradients attribution of the factor decided
-last (the finest detail) at the step where it was decided. ``explain_run`` records the Trace first.
+the guidance map (class-conditional traces), the likelihood maps of the final sample (bits/dim, per-pixel
+surprise, and the class's pointwise information for conditional traces) and an integrated-gradients
+attribution of the factor decided last (the finest detail) at the step where it was decided.
+``explain_run`` records the Trace first.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from diffsight.explain.explanation import Explanation
 from diffsight.explain.factors import reader_for_model
 from diffsight.explain.filmstrip import Filmstrip
 from diffsight.explain.guidance import GuidanceMap
+from diffsight.explain.likelihood import LikelihoodMaps
 from diffsight.explain.narrative import decided_order, narrate
 from diffsight.explain.probes import ProbeCurves
 from diffsight.explain.spectral import SpectralEmergence
@@ -49,6 +52,7 @@ def explain_trace(
     k: int = 16,
     branch_steps: int | None = None,
     attribution: bool = True,
+    likelihood: bool = True,
     seed: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ExplainedRun:
@@ -81,6 +85,8 @@ def explain_trace(
     )
     if trace.labels is not None and trace.meta.get("null_class") is not None:
         run("guidance", lambda: GuidanceMap(trace, model.denoiser, sample=sample))
+    if likelihood and trace.is_image:
+        run("likelihood", lambda: LikelihoodMaps(trace, model, sample=sample, seed=seed))
     if attribution and trace.is_image and reader is not None:
         order = decided_order(found["commitment"])
         # the factor decided last (the finest detail, e.g. shape), at the step where it was decided

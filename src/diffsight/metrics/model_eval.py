@@ -27,22 +27,43 @@ from diffsight.metrics.quality import embed, evaluate_samples, format_quality
 from diffsight.models.folder import LoadedModel
 from diffsight.sampling.generate import generate_samples
 
-__all__ = ["card_metrics", "evaluate_model", "format_model_eval", "training_data_of"]
+__all__ = ["card_metrics", "evaluate_model", "format_model_eval", "heldout_data_of", "training_data_of"]
 
 
-def training_data_of(model: LoadedModel) -> TrainingData:
-    """Reload the data a model was trained on (from ``diffsight.json``) and check its fingerprint."""
+def _data_config(model: LoadedModel) -> dict[str, Any]:
     config = ((model.info.get("training") or {}).get("config") or {}).get("data")
     if not config:
         raise DiffsightError(f"{model.path}: diffsight.json does not record its training data; cannot evaluate")
-    data = load_data(
+    return dict(config)
+
+
+def _load_from(config: dict[str, Any], options: dict[str, Any]) -> TrainingData:
+    return load_data(
         config["name"],
         resolution=config.get("resolution"),
         channels=config.get("channels"),
         n=config.get("n"),
         seed=config.get("seed", 0),
-        options=config.get("options"),
+        options=options,
     )
+
+
+def heldout_data_of(model: LoadedModel) -> TrainingData:
+    """The items of the model's dataset that its config held out of training (``options.holdout``)."""
+    config = _data_config(model)
+    options = dict(config.get("options") or {})
+    if "holdout" not in options:
+        raise DiffsightError(
+            f"{model.name} was trained on all of {config['name']!r}: no held-out data (train with "
+            "options = { holdout = 0.1 } in [data] to keep some out)"
+        )
+    return _load_from(config, {**options, "split": "heldout"})
+
+
+def training_data_of(model: LoadedModel) -> TrainingData:
+    """Reload the data a model was trained on (from ``diffsight.json``) and check its fingerprint."""
+    config = _data_config(model)
+    data = _load_from(config, dict(config.get("options") or {}))
     expected = (model.info.get("data") or {}).get("fingerprint")
     if expected and data.fingerprint() != expected:
         raise DiffsightError(

@@ -250,6 +250,34 @@ def _run_section(index: int, run: ExplainedRun, trace_file: str, scale: int) -> 
                 scale=scale,
             )
         )
+    if "likelihood" in e and t.is_image:
+        lk = e["likelihood"]
+        final = grid_png_bytes(t.final[:1], nrow=1, scale=scale * 2, pad=0)
+        surprise = torch.as_tensor(lk.values["surprise"]).clamp_min(0)
+        figures = [
+            f"<figure>{_img(final, 'the final sample')}<figcaption>the sample</figcaption></figure>",
+            f"<figure>{_img(heatmap_png_bytes(surprise, scale=scale * 2), 'surprise')}"
+            "<figcaption>surprise: bits per pixel</figcaption></figure>",
+        ]
+        if "pmi_map" in lk.values:
+            pmi = torch.as_tensor(lk.values["pmi_map"]).clamp_min(0)
+            figures.append(
+                f"<figure>{_img(heatmap_png_bytes(pmi, scale=scale * 2), 'information about the class')}"
+                "<figcaption>information about the class: nats per pixel</figcaption></figure>"
+            )
+        curve = line_plot_svg(
+            {"squared error": _floats(lk.values["error_curve"])},
+            _floats(lk.values["gammas"]),
+            width=420,
+            height=200,
+            title="At which noise level does the model know this image?",
+            x_label="log-SNR (right: little noise)",
+            y_label="denoising error",
+        )
+        parts.append(
+            f"<h3>How likely is this sample?</h3><p>{html.escape(lk.summary)}</p>"
+            f'<div class="strip">{"".join(figures)}{curve}</div>'
+        )
     if "attribution" in e and t.is_image:
         a = e["attribution"]
         step = int(torch.as_tensor(a.values["step"]).reshape(-1)[0])

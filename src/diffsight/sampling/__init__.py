@@ -1,8 +1,18 @@
 """Schedules, samplers and guidance: the sampling engine (DESIGN.md, contracts 2 and 3)."""
 
 from diffsight.models.denoiser import Denoiser
+from diffsight.sampling.dequantize import bin_width, bits_per_dim, to_levels, uniform_dequantize
 from diffsight.sampling.generate import generate_samples
 from diffsight.sampling.guidance import ClassifierFreeGuidance
+from diffsight.sampling.info_likelihood import (
+    InfoLikelihood,
+    PointwiseInformation,
+    info_nll,
+    knowing_logsnr,
+    pointwise_information,
+)
+from diffsight.sampling.logsnr_sampling import LogSNRProposal, data_spectrum, denoiser_logsnr_range
+from diffsight.sampling.ode_likelihood import LikelihoodResult, ode_log_likelihood
 from diffsight.sampling.records import Callback, NoiseFn, StepRecord, generator_noise, randn_like, replay_noise
 from diffsight.sampling.registry import DETERMINISTIC_SAMPLERS, SAMPLERS, get_sampler, sample
 from diffsight.sampling.samplers import (
@@ -27,6 +37,20 @@ from diffsight.sampling.schedules import (
 )
 
 __all__ = [
+    "InfoLikelihood",
+    "LikelihoodResult",
+    "LogSNRProposal",
+    "PointwiseInformation",
+    "bin_width",
+    "bits_per_dim",
+    "data_spectrum",
+    "denoiser_logsnr_range",
+    "info_nll",
+    "knowing_logsnr",
+    "ode_log_likelihood",
+    "pointwise_information",
+    "to_levels",
+    "uniform_dequantize",
     "generate_samples",
     "DETERMINISTIC_SAMPLERS",
     "SAMPLERS",
