@@ -18,6 +18,7 @@ PACKAGES = [
     "diffsight.training",
     "diffsight.trace",
     "diffsight.explain",
+    "diffsight.audit",
 ]
 
 
