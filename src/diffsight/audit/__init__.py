@@ -2,6 +2,7 @@
 much does it leak about who was in the training set? Every audit is calibrated on controls with a known answer
 (the empirical oracle memorizes; a Gaussian fit does not; the linear denoiser retrains in closed form)."""
 
+from diffsight.audit.bias import BiasResult, FactorBias, bias_audit, chi_square, factor_bias
 from diffsight.audit.data_attribution import LDSResult, TrainingAttribution, linear_datamodeling_score
 from diffsight.audit.membership import (
     DEFAULT_SIGMAS,
@@ -22,7 +23,9 @@ from diffsight.audit.memorization import (
 from diffsight.audit.neighbours import Neighbours, nearest_neighbours, tile, tiled_neighbours
 
 __all__ = [
+    "BiasResult",
     "DEFAULT_SIGMAS",
+    "FactorBias",
     "LDSResult",
     "MembershipResult",
     "MemorizationAudit",
@@ -31,8 +34,11 @@ __all__ = [
     "RatioTest",
     "SigmaMembership",
     "TrainingAttribution",
+    "bias_audit",
+    "chi_square",
     "choose_threshold",
     "control_samples",
+    "factor_bias",
     "linear_datamodeling_score",
     "membership_inference",
     "nearest_neighbours",

@@ -284,6 +284,49 @@ def score(
         typer.echo(f"report: {write_score_report(scored, loaded, out).resolve()}", err=json_)
 
 
+@app.command()
+def audit(
+    model: Annotated[str, typer.Argument(help="Model folder or shipped model name (digits, shapes, shapes-red).")],
+    data: Annotated[
+        str | None, typer.Option(help="Dataset to audit against (default: the model's own training data).")
+    ] = None,
+    n: Annotated[int, typer.Option("--n", help="Samples to generate and audit.", min=10, max=100_000)] = 1000,
+    steps: Annotated[int, typer.Option(help="Sampler steps.", min=1, max=1000)] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of the samples, the controls and the attacks.")] = 0,
+    target: Annotated[
+        str, typer.Option(help="Bias target: 'training' (the data's own factor shares) or 'uniform'.")
+    ] = "training",
+    json_: Annotated[bool, typer.Option("--json", help="Print the JSON summary (what a pipeline gates on).")] = False,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The offline HTML audit page.")] = Path("audit.html"),
+) -> None:
+    """Memorization, membership inference and bias audits of a model: one offline HTML page and a JSON summary."""
+    import json as json_lib
+
+    from diffsight.errors import DiffsightError
+    from diffsight.models import load_model
+    from diffsight.report.audit_job import run_audit, write_audit_report
+
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise DiffsightError(f"--out must end in .html, got {out.name}")
+    if target not in ("training", "uniform"):
+        raise DiffsightError(f"--target must be 'training' or 'uniform', got {target!r}")
+    report = run_audit(
+        load_model(model),
+        data=data,
+        n=n,
+        steps=steps,
+        seed=seed,
+        target=target,
+        progress=lambda m: typer.echo(m, err=True),
+    )
+    path = write_audit_report(report, out)
+    if json_:
+        typer.echo(json_lib.dumps(report.summary))
+    else:
+        typer.echo(json_lib.dumps(report.summary["gate"], indent=2))
+    typer.echo(f"report: {path.resolve()}", err=json_)
+
+
 @app.command(name="eval")
 def eval_(
     model: Annotated[str, typer.Argument(help="Model folder or shipped model name (digits, shapes).")],
