@@ -22,12 +22,11 @@ from diffsight.atomic import write_bytes_atomic
 from diffsight.data.image_io import grid_png_bytes, heatmap_png_bytes, png_data_uri
 from diffsight.explain.explanation import Explanation, jsonable
 from diffsight.explain.run import ExplainedRun
-from diffsight.trace.html import line_plot_svg
+from diffsight.trace.html import line_plot_svg, pick_rows
 from diffsight.trace.io import save_trace
 
 __all__ = ["ReportResult", "write_explanation_report"]
 
-_MAX_STRIP = 10  # thumbnails per filmstrip row
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1100px;color:#222;
@@ -57,16 +56,9 @@ def _img(png: bytes, alt: str, width: int | None = None) -> str:
     return f'<img src="{png_data_uri(png)}" alt="{html.escape(alt)}"{size}>'
 
 
-def _rows(n: int) -> list[int]:
-    """At most ``_MAX_STRIP`` row indices spread over ``n`` rows, first and last included."""
-    if n <= _MAX_STRIP:
-        return list(range(n))
-    return sorted({round(i * (n - 1) / (_MAX_STRIP - 1)) for i in range(_MAX_STRIP)})
-
-
 def _strip(images: torch.Tensor, steps: Sequence[int], sigmas: Sequence[float], label: str, *, scale: int) -> str:
     figures = []
-    for i in _rows(len(steps)):
+    for i in pick_rows(len(steps)):
         png = grid_png_bytes(images[i : i + 1], nrow=1, scale=scale, pad=0)
         figures.append(
             f"<figure>{_img(png, f'{label} at step {steps[i]}')}<figcaption>step {steps[i]}<br>"
@@ -78,7 +70,7 @@ def _strip(images: torch.Tensor, steps: Sequence[int], sigmas: Sequence[float], 
 def _map_strip(maps: torch.Tensor, steps: Sequence[int], sigmas: Sequence[float], label: str, *, scale: int) -> str:
     top = float(maps.max()) if maps.numel() else 0.0
     figures = []
-    for i in _rows(len(steps)):
+    for i in pick_rows(len(steps)):
         png = heatmap_png_bytes(maps[i], scale=scale, vmax=top)
         figures.append(
             f"<figure>{_img(png, f'{label} at step {steps[i]}')}<figcaption>step {steps[i]}<br>"
