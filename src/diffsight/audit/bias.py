@@ -540,8 +540,7 @@ def bias_audit(
     do_quality = quality and data is not None and isinstance(reader, ClassifierReader)
     if quality and data is not None and not isinstance(reader, ClassifierReader):
         notes.append(f"reader {reader.name} has no feature space: per-group FD skipped")
-    if do_quality:
-        assert isinstance(reader, ClassifierReader) and data is not None
+    if do_quality and isinstance(reader, ClassifierReader) and data is not None:  # (narrows the types)
         features, _ = embed(reader.classifier, samples.clamp(-1.0, 1.0), batch_size)  # (n, F)
         train_features, _ = embed(reader.classifier, data.samples, batch_size)  # (N, F)
 

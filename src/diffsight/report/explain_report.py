@@ -19,10 +19,10 @@ import torch
 
 from diffsight._version import __version__
 from diffsight.atomic import write_bytes_atomic
-from diffsight.data.image_io import grid_png_bytes, heatmap_png_bytes, png_data_uri
+from diffsight.data.image_io import grid_png_bytes, heatmap_png_bytes
 from diffsight.explain.explanation import Explanation, jsonable
 from diffsight.explain.run import ExplainedRun
-from diffsight.trace.html import line_plot_svg, pick_rows
+from diffsight.trace.html import image_tag, line_plot_svg, pick_rows
 from diffsight.trace.io import save_trace
 
 __all__ = ["ReportResult", "write_explanation_report"]
@@ -51,17 +51,12 @@ class ReportResult:
     traces: list[Path]
 
 
-def _img(png: bytes, alt: str, width: int | None = None) -> str:
-    size = f' width="{width}"' if width else ""
-    return f'<img src="{png_data_uri(png)}" alt="{html.escape(alt)}"{size}>'
-
-
 def _strip(images: torch.Tensor, steps: Sequence[int], sigmas: Sequence[float], label: str, *, scale: int) -> str:
     figures = []
     for i in pick_rows(len(steps)):
         png = grid_png_bytes(images[i : i + 1], nrow=1, scale=scale, pad=0)
         figures.append(
-            f"<figure>{_img(png, f'{label} at step {steps[i]}')}<figcaption>step {steps[i]}<br>"
+            f"<figure>{image_tag(png, alt=f'{label} at step {steps[i]}')}<figcaption>step {steps[i]}<br>"
             f"&sigma; {sigmas[i]:.3g}</figcaption></figure>"
         )
     return f'<h3>{html.escape(label)}</h3><div class="strip">{"".join(figures)}</div>'
@@ -73,7 +68,7 @@ def _map_strip(maps: torch.Tensor, steps: Sequence[int], sigmas: Sequence[float]
     for i in pick_rows(len(steps)):
         png = heatmap_png_bytes(maps[i], scale=scale, vmax=top)
         figures.append(
-            f"<figure>{_img(png, f'{label} at step {steps[i]}')}<figcaption>step {steps[i]}<br>"
+            f"<figure>{image_tag(png, alt=f'{label} at step {steps[i]}')}<figcaption>step {steps[i]}<br>"
             f"&sigma; {sigmas[i]:.3g}</figcaption></figure>"
         )
     note = f'<p class="note">one colour scale for the row: black 0, white {top:.3g}</p>'
@@ -206,7 +201,7 @@ def _run_section(index: int, run: ExplainedRun, trace_file: str, scale: int) -> 
     parts.append("</ul>")
     if t.is_image:
         final = grid_png_bytes(t.final[:1], nrow=1, scale=scale * 2, pad=0)
-        parts.append(f'<div class="big">{_img(final, "the final sample")}</div>')
+        parts.append(f'<div class="big">{image_tag(final, alt="the final sample")}</div>')
     charts = []
     if "commitment" in e:
         charts.append(_commitment_chart(e["commitment"], n))
@@ -247,14 +242,14 @@ def _run_section(index: int, run: ExplainedRun, trace_file: str, scale: int) -> 
         final = grid_png_bytes(t.final[:1], nrow=1, scale=scale * 2, pad=0)
         surprise = torch.as_tensor(lk.values["surprise"]).clamp_min(0)
         figures = [
-            f"<figure>{_img(final, 'the final sample')}<figcaption>the sample</figcaption></figure>",
-            f"<figure>{_img(heatmap_png_bytes(surprise, scale=scale * 2), 'surprise')}"
+            f"<figure>{image_tag(final, alt='the final sample')}<figcaption>the sample</figcaption></figure>",
+            f"<figure>{image_tag(heatmap_png_bytes(surprise, scale=scale * 2), alt='surprise')}"
             "<figcaption>surprise: bits per pixel</figcaption></figure>",
         ]
         if "pmi_map" in lk.values:
             pmi = torch.as_tensor(lk.values["pmi_map"]).clamp_min(0)
             figures.append(
-                f"<figure>{_img(heatmap_png_bytes(pmi, scale=scale * 2), 'information about the class')}"
+                f"<figure>{image_tag(heatmap_png_bytes(pmi, scale=scale * 2), alt='information about the class')}"
                 "<figcaption>information about the class: nats per pixel</figcaption></figure>"
             )
         curve = line_plot_svg(
@@ -278,8 +273,9 @@ def _run_section(index: int, run: ExplainedRun, trace_file: str, scale: int) -> 
         x_then = grid_png_bytes(t.x0_hat[row, :1].float(), nrow=1, scale=scale * 2, pad=0)
         parts.append(
             f"<h3>Attribution at step {step}</h3><p>{html.escape(a.summary)}</p>"
-            f'<div class="strip"><figure>{_img(x_then, "x0_hat at that step")}<figcaption>x0_hat at step {step}'
-            f"</figcaption></figure><figure>{_img(heatmap_png_bytes(amap, scale=scale * 2), 'attribution map')}"
+            f'<div class="strip"><figure>{image_tag(x_then, alt="x0_hat at that step")}'
+            f"<figcaption>x0_hat at step {step}</figcaption></figure>"
+            f"<figure>{image_tag(heatmap_png_bytes(amap, scale=scale * 2), alt='attribution map')}"
             f"<figcaption>|attribution| w.r.t. x at step {step}</figcaption></figure></div>"
         )
     details = []

@@ -20,13 +20,13 @@ import torch
 from diffsight._version import __version__
 from diffsight.atomic import write_bytes_atomic
 from diffsight.data.image_folder import IMAGE_EXTENSIONS, load_image_files
-from diffsight.data.image_io import grid_png_bytes, heatmap_png_bytes, png_data_uri
+from diffsight.data.image_io import grid_png_bytes, heatmap_png_bytes
 from diffsight.data.registry import BUILTIN_DATASETS, load_data
 from diffsight.errors import DiffsightError
 from diffsight.explain.likelihood import ScoreResult, data_levels, score_inputs
 from diffsight.metrics.model_eval import heldout_data_of
 from diffsight.models.folder import LoadedModel
-from diffsight.trace.html import line_plot_svg
+from diffsight.trace.html import image_tag, line_plot_svg
 
 __all__ = ["ScoredInputs", "load_inputs", "score_job", "score_rows", "write_score_report"]
 
@@ -133,10 +133,6 @@ def score_rows(scored: ScoredInputs, model: LoadedModel) -> list[dict[str, Any]]
     return rows
 
 
-def _img(png: bytes, alt: str) -> str:
-    return f'<img src="{png_data_uri(png)}" alt="{html.escape(alt)}" style="image-rendering:pixelated">'
-
-
 def write_score_report(scored: ScoredInputs, model: LoadedModel, path: str | Path, *, limit: int = 64) -> Path:
     """An offline HTML page: per input the image, its surprise map (bits per pixel), the information map when
     there is a class, and the denoising-error curve; ``limit`` inputs at most (the JSON holds them all)."""
@@ -148,15 +144,16 @@ def write_score_report(scored: ScoredInputs, model: LoadedModel, path: str | Pat
     for i in range(min(limit, len(rows))):
         row = rows[i]
         figures = [
-            f"<figure>{_img(grid_png_bytes(scored.x[i : i + 1], nrow=1, scale=scale, pad=0), row['input'])}"
+            f"<figure>{image_tag(grid_png_bytes(scored.x[i : i + 1], nrow=1, scale=scale, pad=0), alt=row['input'])}"
             "<figcaption>input</figcaption></figure>",
-            f"<figure>{_img(heatmap_png_bytes(r.surprise[i].clamp_min(0), scale=scale, vmax=top), 'surprise')}"
+            f"<figure>{image_tag(heatmap_png_bytes(r.surprise[i].clamp_min(0), scale=scale, vmax=top), alt='surprise')}"
             "<figcaption>surprise (bits per pixel)</figcaption></figure>",
         ]
         if r.pmi_map is not None:
             pmi = r.pmi_map[i].clamp_min(0)
             figures.append(
-                f"<figure>{_img(heatmap_png_bytes(pmi, scale=scale), 'information')}<figcaption>information about "
+                f"<figure>{image_tag(heatmap_png_bytes(pmi, scale=scale), alt='information')}"
+                "<figcaption>information about "
                 f"class {html.escape(str(row.get('class')))} (nats per pixel)</figcaption></figure>"
             )
         curve = line_plot_svg(
@@ -182,7 +179,8 @@ def write_score_report(scored: ScoredInputs, model: LoadedModel, path: str | Pat
 <title>diffsight score: {html.escape(model.name)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:24px auto;padding:0 16px;color:#222}}
 .strip{{display:flex;gap:12px;flex-wrap:wrap;align-items:flex-start}}figure{{margin:0;font-size:11px;color:#555;
-text-align:center}}section{{border-top:1px solid #ddd;margin-top:16px}}</style></head><body>
+text-align:center}}section{{border-top:1px solid #ddd;margin-top:16px}}img{{image-rendering:pixelated}}
+</style></head><body>
 <h1>How unusual are these inputs for {html.escape(model.name)}?</h1>
 <p>diffsight {__version__}: negative log-likelihood from the information-theoretic estimator (Kong et al. 2023),
 {r.nfe_per_image} network evaluations per input, {html.escape(levels)}. Surprise maps share one colour scale
