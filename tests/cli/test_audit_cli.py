@@ -17,7 +17,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_audit_digits_json_and_page(tmp_path: Path) -> None:
-    proc = run_cli("audit", "digits", "--n", "60", "--json", "-o", "out/audit.html", cwd=tmp_path)
+    proc = run_cli("audit", "digits", "--n", "60", "--attribute", "0", "--json", "-o", "out/audit.html", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)
     assert summary["model"] == "digits" and summary["n_samples"] == 60

@@ -21,8 +21,12 @@ from diffsight.audit.memorization import (
     relative_distance,
 )
 from diffsight.audit.neighbours import Neighbours, nearest_neighbours, tile, tiled_neighbours
+from diffsight.audit.sample_attribution import SampleAttribution, attribute_samples, last_block_parameters
 
 __all__ = [
+    "SampleAttribution",
+    "attribute_samples",
+    "last_block_parameters",
     "BiasResult",
     "DEFAULT_SIGMAS",
     "FactorBias",

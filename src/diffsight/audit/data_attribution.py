@@ -31,6 +31,7 @@ measured, not estimated.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +46,7 @@ __all__ = ["LDSResult", "TrainingAttribution", "linear_datamodeling_score", "spe
 
 OUTPUTS = ("loss", "output_norm")
 KERNELS = ("fisher", "empirical")
-_PROJECTION_CACHE_LIMIT = 1 << 24  # entries of the JL matrix kept in memory; larger ones are regenerated per use
+_PROJECTION_CACHE_BYTES = 1 << 30  # the JL matrix is kept in memory up to 1 GiB; a larger one is regenerated per use
 
 
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -73,16 +74,17 @@ class _Projector:
         self._cache: list[torch.Tensor] | None = None
 
     def _blocks(self, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
-        if self._cache is not None:
-            return [b.to(device, dtype) for b in self._cache]
+        if self._cache is not None and self._cache[0].dtype == dtype and self._cache[0].device == device:
+            return self._cache
         blocks = []
         for c, start in enumerate(range(0, self.num_params, self.chunk)):
             rows = min(self.chunk, self.num_params - start)
             gen = torch.Generator().manual_seed(self.seed + c)
-            blocks.append(torch.randn((rows, self.dim), generator=gen, dtype=torch.float64) / math.sqrt(self.dim))
-        if self.num_params * self.dim <= _PROJECTION_CACHE_LIMIT:
+            block = torch.randn((rows, self.dim), generator=gen, dtype=torch.float64) / math.sqrt(self.dim)
+            blocks.append(block.to(device, dtype))
+        if self.num_params * self.dim * blocks[0].element_size() <= _PROJECTION_CACHE_BYTES:
             self._cache = blocks
-        return [b.to(device, dtype) for b in blocks]
+        return blocks
 
     def __call__(self, g: torch.Tensor) -> torch.Tensor:
         """(B, P) -> (B, k)."""
@@ -119,6 +121,10 @@ class TrainingAttribution:
         fisher_draws: independent probes per example for the ``"fisher"`` kernel.
         seed: seeds the projection and all noise draws.
         batch_size: training examples per vmapped gradient batch (bounds memory at batch_size x P).
+        parameters: attribute through the parameters whose names start with one of these prefixes only (e.g. a
+            UNet's last up block and output layer: the backward pass stops there, so featurising costs a fraction
+            of the full gradient); default: every parameter that requires grad, or all of them when the model
+            is frozen for inference.
     """
 
     def __init__(
@@ -139,15 +145,28 @@ class TrainingAttribution:
         fisher_draws: int = 1,
         seed: int = 0,
         batch_size: int = 64,
+        parameters: Sequence[str] | None = None,
     ) -> None:
         if not isinstance(denoiser, nn.Module):
             raise DiffsightError("TrainingAttribution needs an nn.Module denoiser (its parameters are differentiated)")
         if output not in OUTPUTS:
             raise unknown_name("model output function", output, OUTPUTS)
         self.denoiser = denoiser
-        self.params = {k: v.detach() for k, v in denoiser.named_parameters() if v.requires_grad}
+        named = dict(denoiser.named_parameters())
+        if parameters is not None:
+            prefixes = tuple(parameters)
+            self.params = {k: v.detach() for k, v in named.items() if k.startswith(prefixes)}
+            if not self.params:
+                raise DiffsightError(
+                    f"no parameter name starts with any of {list(prefixes)}; names start with e.g. "
+                    f"{sorted({'.'.join(k.split('.')[:3]) for k in named})[:8]}"
+                )
+        else:
+            self.params = {k: v.detach() for k, v in named.items() if v.requires_grad}
+            if not self.params:  # a model loaded for inference (all frozen): attribute through every parameter
+                self.params = {k: v.detach() for k, v in named.items()}
         if not self.params:
-            raise DiffsightError("the denoiser has no parameters that require grad: nothing to attribute through")
+            raise DiffsightError("the denoiser has no parameters: nothing to attribute through")
         ref = next(iter(self.params.values()))
         self.dtype, self.device = ref.dtype, ref.device
         self.train = torch.as_tensor(train).to(self.device, self.dtype)
@@ -248,16 +267,7 @@ class TrainingAttribution:
             def one(x: torch.Tensor, nz: torch.Tensor, c: Any, v: Any, sigma: torch.Tensor = sigma) -> Any:
                 return grad(self._value)(self.params, x, nz, sigma, c, kind, None, v)
 
-            dims = (0, 0, None if cond is None else 0, None if pj is None else 0)
-            try:
-                g = vmap(one, in_dims=dims)(x0, noise[:, j], cond, pj)
-                flat = torch.cat([g[k].reshape(x0.shape[0], -1) for k in self.params], 1)  # (B, P)
-            except (RuntimeError, NotImplementedError):  # a module vmap cannot batch: one example at a time
-                rows = []
-                for b in range(x0.shape[0]):
-                    gb = one(x0[b], noise[b, j], None if cond is None else cond[b], None if pj is None else pj[b])
-                    rows.append(torch.cat([gb[k].reshape(-1) for k in self.params]))
-                flat = torch.stack(rows)
+            flat = self._batched(one, x0, noise[:, j], cond, pj)
             if kind == "probe":
                 flat = flat * math.sqrt(float(weights[j]))
             else:
@@ -267,19 +277,40 @@ class TrainingAttribution:
             total += flat
         return total
 
+    def _batched(self, one: Any, x0: torch.Tensor, noise: torch.Tensor, cond: Any, probe: Any) -> torch.Tensor:
+        """Flattened per-example gradients (B, P) of ``one`` over a batch, vmapped where the module allows.
+
+        Class labels are not vmapped: networks validate them with data-dependent Python (``int(labels.max())``),
+        which vmap refuses. Examples are grouped by label instead and each group is vmapped with its label fixed.
+        """
+        out = torch.empty((x0.shape[0], self.num_params), dtype=self.dtype, device=self.device)
+        groups = [(torch.arange(x0.shape[0], device=self.device), None)]
+        if cond is not None:
+            groups = [((cond == c).nonzero().reshape(-1), c) for c in torch.unique(cond)]
+        for rows, c in groups:
+            pv = None if probe is None else probe[rows]
+            try:
+                g = vmap(one, in_dims=(0, 0, None, None if pv is None else 0))(x0[rows], noise[rows], c, pv)
+                out[rows] = torch.cat([g[k].reshape(rows.numel(), -1) for k in self.params], 1)  # (b, P)
+            except (RuntimeError, NotImplementedError):  # a module vmap cannot batch: one example at a time
+                for i, b in enumerate(rows.tolist()):
+                    gb = one(x0[b], noise[b], c, None if pv is None else pv[i])
+                    out[b] = torch.cat([gb[k].reshape(-1) for k in self.params])
+        return out
+
     def _project(self, g: torch.Tensor) -> torch.Tensor:
         g = g if self.projector is None else self.projector(g)
         return g.double()
 
     # -- TRAK -------------------------------------------------------------------------------------------------
-    def featurize(self) -> TrainingAttribution:
+    def featurize(self, progress: Callable[[int, int], None] | None = None) -> TrainingAttribution:
         """Compute Phi (projected per-example training-loss gradients), the curvature kernel, and
         ``Phi (K + lambda I)^-1`` for scoring.
 
         With ``kernel="fisher"`` K = sum_i psi_i psi_i^T / S, psi the projected probe gradients (S = ``fisher_draws``
         independent probes per example): an unbiased estimate of the projected Gauss-Newton Hessian P^T H P of the
         training loss (the "true Fisher" of Kunstner et al. 2019). With ``kernel="empirical"`` K = Phi^T Phi, the
-        empirical Fisher of TRAK/D-TRAK's code.
+        empirical Fisher of TRAK/D-TRAK's code. ``progress(done, total)`` is told after every batch.
         """
         rows, probes = [], []
         n = self.train.shape[0]
@@ -294,6 +325,8 @@ class TrainingAttribution:
                     v = torch.randn(noise.shape, generator=gen).to(self.device, self.dtype)  # (B, J, R, *event)
                     psi = self._grads(x0, noise, cond, "probe", self.sigmas, self.weights, probe=v)
                     probes.append(self._project(psi) / math.sqrt(self.fisher_draws))
+            if progress is not None:
+                progress(sl.stop, n)
         phi = torch.cat(rows)  # (N, k)
         psi = torch.cat(probes) if probes else phi  # (N * S, k)
         kernel = psi.T @ psi  # (k, k)

@@ -296,10 +296,22 @@ def audit(
     target: Annotated[
         str, typer.Option(help="Bias target: 'training' (the data's own factor shares) or 'uniform'.")
     ] = "training",
+    attribute: Annotated[
+        int,
+        typer.Option(
+            help="Samples (the closest to a training image) to attribute to training images with TRAK, plus one "
+            "trace step by step; 0 = skip (featurising the training set costs minutes).",
+            min=0,
+        ),
+    ] = 4,
+    locate: Annotated[
+        bool, typer.Option(help="Find the step at which each skewed factor is decided (branching on traces).")
+    ] = True,
     json_: Annotated[bool, typer.Option("--json", help="Print the JSON summary (what a pipeline gates on).")] = False,
     out: Annotated[Path, typer.Option("--out", "-o", help="The offline HTML audit page.")] = Path("audit.html"),
 ) -> None:
-    """Memorization, membership inference and bias audits of a model: one offline HTML page and a JSON summary."""
+    """Memorization, training-data attribution, membership inference and bias audits of a model: one offline HTML
+    page and a JSON summary."""
     import json as json_lib
 
     from diffsight.errors import DiffsightError
@@ -317,6 +329,8 @@ def audit(
         steps=steps,
         seed=seed,
         target=target,
+        attribute=attribute,
+        locate=locate,
         progress=lambda m: typer.echo(m, err=True),
     )
     path = write_audit_report(report, out)

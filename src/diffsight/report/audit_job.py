@@ -1,9 +1,10 @@
 """What ``diffsight audit`` does: sample the model, run the audits, write one offline HTML page and a JSON summary.
 
 Sections: memorization (calibrated on the empirical oracle and a Gaussian fit of the training data, nearest
-training images shown), membership inference (members against the items the model's config held out, when it
+training images shown), training-data attribution (TRAK for the samples closest to a training image and one
+Trace step by step), membership inference (members against the items the model's config held out, when it
 holds some out) and bias (factor shares against the training distribution and a uniform target, when the data has
-factor probes). The JSON holds the numbers a pipeline gates on.
+factor probes, and the step at which a skewed factor is decided). The JSON holds the numbers a pipeline gates on.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from diffsight.atomic import write_bytes_atomic
 from diffsight.audit.bias import bias_audit
 from diffsight.audit.membership import membership_inference
 from diffsight.audit.memorization import MemorizationAudit
+from diffsight.audit.sample_attribution import SampleAttribution, attribute_samples
 from diffsight.data.image_io import grid_png_bytes, png_data_uri
 from diffsight.data.registry import load_data
 from diffsight.errors import DiffsightError
@@ -31,7 +33,7 @@ from diffsight.explain.factors import reader_for_model
 from diffsight.metrics.model_eval import heldout_data_of, training_data_of
 from diffsight.models.folder import LoadedModel
 from diffsight.sampling.generate import generate_samples
-from diffsight.trace.html import line_plot_svg
+from diffsight.trace.html import line_plot_svg, pick_rows
 
 __all__ = ["AuditReport", "run_audit", "write_audit_report"]
 
@@ -59,12 +61,21 @@ def run_audit(
     seed: int = 0,
     controls: int = 200,
     target: str = "training",
+    attribute: int = 4,
+    locate: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> AuditReport:
-    """Sample ``n`` items of ``model`` and audit them against ``data`` (default: the model's training data)."""
+    """Sample ``n`` items of ``model`` and audit them against ``data`` (default: the model's training data).
+
+    ``attribute``: how many samples (those closest to a training image) get TRAK training-data attribution, plus
+    one Trace attributed step by step; 0 skips the section (it costs minutes: see BENCHMARKS.md). ``locate``: find
+    the step at which each skewed factor is decided (branching on a few traces).
+    """
     say = progress or (lambda _line: None)
     if n < 10:
         raise DiffsightError(f"--n must be at least 10 samples, got {n}")
+    if not 0 <= attribute <= n:
+        raise DiffsightError(f"--attribute must lie in 0..{n} (the number of samples), got {attribute}")
     train = load_data(data) if data is not None else training_data_of(model)
     if tuple(train.samples.shape[1:]) != tuple(model.event_shape):
         raise DiffsightError(
@@ -130,6 +141,29 @@ def run_audit(
         + "</table>"
     )
 
+    # -- training-data attribution ---------------------------------------------------------------------------
+    if attribute > 0 and model.num_classes > 0 and train.labels is None:
+        summary["attribution"] = {"skipped": "the data has no labels for this class-conditional model"}
+        sections.append("<h2>Training-data attribution</h2><p>Skipped: the data has no labels.</p>")
+    elif attribute > 0:
+        t0 = time.perf_counter()
+        found = attribute_samples(
+            model,
+            train,
+            samples,
+            ratio.argsort()[:attribute].tolist(),  # the samples closest to a training image
+            labels=labels,
+            trace_seed=seed + 4,
+            steps=steps,
+            sampler=sampler,
+            seed=seed + 5,
+            progress=say,
+        )
+        summary["attribution"] = {**jsonable(found.to_json()), "seconds": round(time.perf_counter() - t0, 2)}
+        sections.append(_attribution_section(found, samples, train.samples, scale))
+    else:
+        summary["attribution"] = {"skipped": "--attribute 0"}
+
     # -- membership ---------------------------------------------------------------------------------------------
     try:
         held = heldout_data_of(model) if data is None else None
@@ -181,13 +215,22 @@ def run_audit(
                 reader=reader,
                 data=train,
                 samples=samples if model.num_classes == 0 else None,  # conditional: p(x) through the null class
+                locate=locate,
             )
         summary["bias"] = jsonable(bias.to_json())
         items = "".join(f"<li>{html.escape(line.strip())}</li>" for line in bias.summary().splitlines()[1:])
         skewed = ", ".join(bias.skewed) or "none"
+        where = "".join(
+            f"<li>{html.escape(f)}: {html.escape(repr(r.decided['value']))} is decided at median step "
+            f"{r.decided['median_step']} of {r.decided['num_steps']} (per trace: {r.decided['steps']}; branching "
+            "with fresh noise, -1 = never decided)</li>"
+            for f, r in bias.factors.items()
+            if r.decided is not None
+        )
         sections.append(
             f"<h2>Bias</h2><p>{n} samples against the {html.escape(str(target))} distribution: skewed factors: "
             f"{html.escape(skewed)} (chi-square p < 0.01 and TV > 0.05; 95% bootstrap intervals).</p><ul>{items}</ul>"
+            + (f"<h3>Where the skew is decided</h3><ul>{where}</ul>" if where else "")
         )
     else:
         summary["bias"] = {"skipped": "no factor probes for this data (a shipped classifier reads digits and shapes)"}
@@ -199,6 +242,64 @@ def run_audit(
         "skewed_factors": (summary.get("bias") or {}).get("skewed", []),
     }
     return AuditReport(summary=summary, sections=sections)
+
+
+def _attribution_section(found: SampleAttribution, samples: torch.Tensor, train: torch.Tensor, scale: int) -> str:
+    """Each attributed sample beside its top training images (TRAK) and its nearest one in pixels; the Trace's
+    per-step top images and the rank curve of the image that wins at the end."""
+    images = samples.ndim == 4
+    rows = []
+    for row, i in enumerate(found.indices):
+        tops = ", ".join(f"#{int(t)} ({float(v):.3g})" for t, v in zip(found.top[row], found.scores[row], strict=True))
+        pics = (
+            f"<td>{_img(samples[i : i + 1], 'sample', scale)}</td><td>{_img(train[found.top[row]], 'top', scale)}</td>"
+            f"<td>{_img(train[found.pixel_nearest[row] : found.pixel_nearest[row] + 1], 'nearest', scale)}</td>"
+            if images
+            else ""
+        )
+        rows.append(f"<tr><td>{i}</td>{pics}<td>{html.escape(tops)}</td><td>#{int(found.pixel_nearest[row])}</td></tr>")
+    head = "<th>sample</th><th>image</th><th>top training images (TRAK)</th><th>nearest in pixels</th>" if images else (
+        "<th>sample</th>"
+    )
+    body = (
+        f"<h2>Training-data attribution</h2><p>{html.escape(found.summary())}</p><p>Settings: "
+        + html.escape(json.dumps(jsonable(found.params)))
+        + f" ({found.seconds:.0f} s). Scores estimate how much training on an image lowered the sample's denoising "
+        "loss; they rank, they do not prove copying (the memorization section tests that).</p>"
+        f"<table><tr>{head}<th>scores</th><th>pixel nearest</th></tr>{''.join(rows)}</table>"
+    )
+    step = found.per_step
+    if step is not None:
+        picks = pick_rows(len(step["steps"]), 8)
+        cells = "".join(
+            f"<tr><td>{step['steps'][s]}</td><td>{step['sigmas'][s]:.3g}</td>"
+            + (
+                f"<td>{_img(step['x0_hat'][s : s + 1], 'x0_hat', scale)}</td>"
+                f"<td>{_img(train[step['top'][s, :3]], 'top', scale)}</td>"
+                if images
+                else ""
+            )
+            + f"<td>{', '.join('#' + str(int(t)) for t in step['top'][s, :3])}</td>"
+            f"<td>{step['final_top_ranks'][s]}</td></tr>"
+            for s in picks
+        )
+        chart = line_plot_svg(
+            {f"rank of #{step['final_top']}": [float(r) for r in step["final_top_ranks"]]},
+            [float(s) for s in step["steps"]],
+            title=f"Rank of the final top training image along trace {step['trace_id']}",
+            x_label="sampler step",
+            y_label="rank (1 = first)",
+            width=460,
+            height=200,
+        )
+        head2 = "<th>x0_hat</th><th>top 3</th>" if images else ""
+        body += (
+            f"<h3>Step by step along trace {html.escape(step['trace_id'])}</h3><p>Journey-TRAK: the denoiser's "
+            "estimate x0_hat at each recorded step, scored at that step's noise level.</p>"
+            f"<table><tr><th>step</th><th>sigma</th>{head2}<th>top 3</th><th>rank of #{step['final_top']}</th></tr>"
+            f"{cells}</table>{chart}"
+        )
+    return body
 
 
 def write_audit_report(report: AuditReport, path: str | Path) -> Path:
