@@ -92,6 +92,7 @@ def train(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress bar.")] = True,
 ) -> None:
     """Train a diffusion model; the run folder gets checkpoints, sample grids, metrics.jsonl and model/."""
+    import os
     import shlex
     import sys
 
@@ -107,6 +108,8 @@ def train(
     run_dir = out or Path("runs") / cfg.name
     command = "diffsight " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     result = run_training(cfg, run_dir, resume=resume, progress=progress, command=command)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch only the main process reports
+        return
     typer.echo(
         f"trained {result.steps} steps in {result.wall_time_s:.0f} s (final loss {result.final_loss:.4f}); "
         f"model: {result.model_dir.resolve()}"

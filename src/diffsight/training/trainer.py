@@ -133,7 +133,12 @@ class Trainer:
         t = config.train
         if t.threads > 0:
             torch.set_num_threads(t.threads)
-        self.accelerator = Accelerator(mixed_precision=t.mixed_precision)
+        # Accelerate only forms a CPU process group (gloo) when told cpu=True; without it, `torchrun` or
+        # `accelerate launch` on a machine with no GPU would silently run N independent copies of the run.
+        launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        self.accelerator = Accelerator(
+            mixed_precision=t.mixed_precision, cpu=launched and not torch.cuda.is_available()
+        )
         world = self.accelerator.num_processes
         if t.batch_size % (world * t.grad_accum) != 0:
             raise DiffsightError(
