@@ -41,6 +41,7 @@ bench: install
 	$(PY) benchmarks/training.py
 	$(PY) benchmarks/tracing.py
 	$(PY) benchmarks/anomaly.py
+	$(PY) benchmarks/serve_load.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -19,6 +19,7 @@ PACKAGES = [
     "diffsight.trace",
     "diffsight.explain",
     "diffsight.audit",
+    "diffsight.serve",
 ]
 
 

@@ -394,6 +394,11 @@ def eval_(
         say(f"metrics recorded in {loaded.path / 'diffsight.json'} and its README.md")
 
 
+from diffsight.cli import serve_cmd  # noqa: E402
+
+app.command(name="serve")(serve_cmd.serve)
+
+
 def main() -> None:
     """Run the CLI; errors from bad input print one line, not a traceback."""
     from diffsight.errors import DiffsightError
