@@ -41,6 +41,7 @@ from torch.func import functional_call, grad, vmap
 
 from diffsight.errors import DiffsightError, ShapeError, unknown_name
 from diffsight.oracles.linear import LinearDenoiser
+from diffsight.training.distributed import gather_rows, share
 
 __all__ = ["LDSResult", "TrainingAttribution", "linear_datamodeling_score", "spearman"]
 
@@ -314,27 +315,36 @@ class TrainingAttribution:
         """
         rows, probes = [], []
         n = self.train.shape[0]
-        gen = torch.Generator().manual_seed(self.seed + 2)
-        for start in range(0, n, self.batch_size):
-            sl = slice(start, min(n, start + self.batch_size))
+        mine = share(n)  # under torchrun / accelerate launch each process featurises its slice; gathered below
+        for start in range(mine.start, mine.stop, self.batch_size):
+            sl = slice(start, min(mine.stop, start + self.batch_size))
             cond = None if self.labels is None else self.labels[sl]
             x0, noise = self.train[sl], self.train_noise[sl]
             rows.append(self._project(self._grads(x0, noise, cond, "loss", self.sigmas, self.weights)))
             if self.kernel == "fisher":
-                for _ in range(self.fisher_draws):
-                    v = torch.randn(noise.shape, generator=gen).to(self.device, self.dtype)  # (B, J, R, *event)
+                for s in range(self.fisher_draws):
+                    v = self._probe_noise(sl, s, noise.shape[1:])  # (B, J, R, *event)
                     psi = self._grads(x0, noise, cond, "probe", self.sigmas, self.weights, probe=v)
                     probes.append(self._project(psi) / math.sqrt(self.fisher_draws))
             if progress is not None:
                 progress(sl.stop, n)
-        phi = torch.cat(rows)  # (N, k)
-        psi = torch.cat(probes) if probes else phi  # (N * S, k)
+        phi = gather_rows(torch.cat(rows)).to(self.device)  # (N, k), examples in order
+        psi = gather_rows(torch.cat(probes)).to(self.device) if probes else phi  # (N * S, k), any order
         kernel = psi.T @ psi  # (k, k)
         lam = self.damping * float(kernel.diagonal().mean())
         kernel = kernel + lam * torch.eye(kernel.shape[0], dtype=kernel.dtype, device=kernel.device)
         self.train_grads = phi
         self.features = torch.linalg.solve(kernel, phi.T).T  # (N, k)
         return self
+
+    def _probe_noise(self, rows: slice, draw: int, shape: torch.Size) -> torch.Tensor:
+        """Standard-normal probes (B, *shape) of the Fisher kernel, seeded per example and draw, so a share of the
+        training set gets the same probes on any process."""
+        probes = []
+        for i in range(rows.start, rows.stop):
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + 2 + 7_919 * (i * self.fisher_draws + draw))
+            probes.append(torch.randn(shape, generator=gen))
+        return torch.stack(probes).to(self.device, self.dtype)
 
     def _target_noise(self, num: int, levels: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(self.seed + 1)  # the same draws at every call: f is deterministic

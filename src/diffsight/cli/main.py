@@ -139,7 +139,7 @@ def _class_labels(model: object, value: str | None, n: int) -> object:
 @app.command()
 def sample(
     model: Annotated[str, typer.Argument(help="Model folder or shipped model name (digits, shapes).")],
-    n: Annotated[int, typer.Option("--n", help="Number of samples.", min=1, max=100_000)] = 64,
+    n: Annotated[int, typer.Option("--n", "-n", help="Number of samples (-n under torchrun).", min=1, max=100_000)] = 64,
     steps: Annotated[int, typer.Option(help="Sampler steps (Karras schedule).", min=1, max=1000)] = 20,
     sampler: Annotated[str, typer.Option(help="ddpm, ddim, euler, heun, dpmpp_2m, dpmpp_3m, pc.")] = "dpmpp_2m",
     seed: Annotated[int, typer.Option(help="Seed of the initial noise and any noise the sampler draws.")] = 0,
@@ -158,7 +158,7 @@ def sample(
     from diffsight.data.image_io import save_grid
     from diffsight.errors import DiffsightError
     from diffsight.models import load_model
-    from diffsight.sampling.generate import generate_samples
+    from diffsight.training.distributed import generate_split, is_main_process
 
     suffix = out.suffix.lower()
     if suffix not in (".png", ".npy"):
@@ -167,8 +167,8 @@ def sample(
     labels = _class_labels(loaded, class_, n)
     if guidance != 1.0 and labels is None:
         raise DiffsightError("--guidance needs --class (guidance pushes samples towards a class)")
-    with torch.no_grad():
-        images = generate_samples(
+    with torch.no_grad():  # under torchrun / accelerate launch the n samples are shared between processes
+        images = generate_split(
             loaded.denoiser,
             loaded.event_shape,
             n,
@@ -179,6 +179,8 @@ def sample(
             guidance=guidance,
             null_class=loaded.null_class,
         )
+    if not is_main_process():
+        return
     out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".npy":
         np.save(out, images.cpu().numpy())

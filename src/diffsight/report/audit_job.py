@@ -32,8 +32,8 @@ from diffsight.explain.explanation import jsonable
 from diffsight.explain.factors import reader_for_model
 from diffsight.metrics.model_eval import heldout_data_of, training_data_of
 from diffsight.models.folder import LoadedModel
-from diffsight.sampling.generate import generate_samples
 from diffsight.trace.html import line_plot_svg, pick_rows
+from diffsight.training.distributed import generate_split
 
 __all__ = ["AuditReport", "run_audit", "write_audit_report"]
 
@@ -84,8 +84,8 @@ def run_audit(
     start = time.perf_counter()
     labels = torch.arange(n) % model.num_classes if model.num_classes > 0 else None
     say(f"sampling {n} items of {model.name} ({sampler}, {steps} steps)")
-    with torch.no_grad():
-        samples = generate_samples(
+    with torch.no_grad():  # shared between processes under torchrun / accelerate launch, gathered on each
+        samples = generate_split(
             model.denoiser,
             model.event_shape,
             n,

@@ -36,6 +36,7 @@ def generate_samples(
     batch_size: int = 256,
     callback: Callback | None = None,
     sampler_options: dict[str, Any] | None = None,
+    part: slice | None = None,
 ) -> torch.Tensor:
     """``n`` samples shaped ``(n, *event_shape)``.
 
@@ -50,6 +51,9 @@ def generate_samples(
         guidance: classifier-free guidance scale (1 = plain conditional model); needs ``labels`` and ``null_class``.
         batch_size: samples per network call batch (memory bound); batches run one after another.
         callback: receives each step's :class:`~diffsight.sampling.StepRecord` (per batch).
+        part: generate only these rows of the ``n`` (a contiguous slice; returns ``(len(part), *event_shape)``).
+            The initial noise of all ``n`` is still drawn, so with a deterministic sampler the rows equal those of
+            the full run: this is how work is shared between processes (``training.distributed``).
     """
     if n < 1:
         raise DiffsightError(f"n must be at least 1, got {n}")
@@ -75,10 +79,14 @@ def generate_samples(
     # All initial noise in one draw, so the samples do not depend on batch_size (torch's CPU randn switches
     # algorithm for small tensors, so per-batch draws would).
     initial = torch.randn((n, *event_shape), generator=generator, dtype=torch.float32)  # (n, *event)
+    rows = range(n)[part] if part is not None else range(n)
+    if part is not None and rows.step != 1:
+        raise DiffsightError(f"part must be a contiguous slice of the {n} samples, got {part}")
+    first, stop = (rows.start, rows.stop) if len(rows) else (0, 0)
     out = []
-    for start in range(0, n, batch_size):
-        b = min(batch_size, n - start)
+    for start in range(first, stop, batch_size):
+        b = min(batch_size, stop - start)
         x = initial[start : start + b].to(device, dtype) * sigmas[0].item()
         cond = None if labels is None else labels[start : start + b].to(device)
         out.append(run(model, x, sigmas, cond=cond, generator=generator, callback=callback, **(sampler_options or {})))
-    return torch.cat(out)
+    return torch.cat(out) if out else initial[:0].to(device, dtype)

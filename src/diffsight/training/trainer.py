@@ -45,6 +45,7 @@ from diffsight.training.checkpoint import (
 )
 from diffsight.training.config import TrainConfig
 from diffsight.training.data_order import DataOrder
+from diffsight.training.distributed import launched
 from diffsight.training.ema import EMA
 from diffsight.training.loss import edm_loss, edm_sigmas, vp_loss
 
@@ -135,10 +136,8 @@ class Trainer:
             torch.set_num_threads(t.threads)
         # Accelerate only forms a CPU process group (gloo) when told cpu=True; without it, `torchrun` or
         # `accelerate launch` on a machine with no GPU would silently run N independent copies of the run.
-        launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-        self.accelerator = Accelerator(
-            mixed_precision=t.mixed_precision, cpu=launched and not torch.cuda.is_available()
-        )
+        cpu_group = launched() and not torch.cuda.is_available()
+        self.accelerator = Accelerator(mixed_precision=t.mixed_precision, cpu=cpu_group)
         world = self.accelerator.num_processes
         if t.batch_size % (world * t.grad_accum) != 0:
             raise DiffsightError(
