@@ -42,6 +42,8 @@ bench: install
 	$(PY) benchmarks/tracing.py
 	$(PY) benchmarks/anomaly.py
 	$(PY) benchmarks/serve_load.py
+	$(PY) benchmarks/tables.py
+	$(PY) benchmarks/reconstruction.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

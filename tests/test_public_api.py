@@ -20,6 +20,8 @@ PACKAGES = [
     "diffsight.explain",
     "diffsight.audit",
     "diffsight.serve",
+    "diffsight.tasks",
+    "diffsight.tasks.tables",
 ]
 
 

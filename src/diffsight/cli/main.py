@@ -399,6 +399,12 @@ def eval_(
 from diffsight.cli import serve_cmd  # noqa: E402
 
 app.command(name="serve")(serve_cmd.serve)
+from diffsight.cli import impute_cmd  # noqa: E402
+
+app.command(name="impute")(impute_cmd.impute)
+from diffsight.cli import reconstruct_cmd  # noqa: E402
+
+app.command(name="reconstruct")(reconstruct_cmd.reconstruct)
 
 
 def main() -> None:
