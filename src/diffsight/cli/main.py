@@ -179,6 +179,8 @@ def sample(
             guidance=guidance,
             null_class=loaded.null_class,
         )
+        if loaded.is_latent:  # latent diffusion: sampled latents -> images through the model's decoder
+            images = loaded.decode_batched(images).clamp(-1, 1)  # type: ignore[attr-defined]
     if not is_main_process():
         return
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ each continuation alone, with the same per-continuation noise.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -165,6 +165,8 @@ class Commitment:
         bootstrap: bootstrap resamples of the K continuations for the 95% intervals (0: no intervals, NaN).
         tol: the RMS distance of the reader-free agreement (:data:`DEFAULT_TOL`, for data in [-1, 1]).
         sampler_options: passed to the sampler (e.g. ``{"snr": 0.1}`` for ``pc``).
+        decode: maps finals (N, *event) to what is read or compared (latent models: the decoder, so factors and
+            the pixel distance are those of the decoded images; :mod:`diffsight.explain.latent`).
 
     ``explain()`` values: ``step`` (M,) long, ``sigma`` (M,) float64, ``agreement``, ``ci_low``, ``ci_high``
     (factor -> (M,) float64), ``value_shares`` (factor -> (M, V): the share of continuations ending at each
@@ -190,6 +192,7 @@ class Commitment:
         bootstrap: int = 1000,
         tol: float = DEFAULT_TOL,
         sampler_options: dict[str, Any] | None = None,
+        decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if not 0 <= sample < trace.batch_size:
             raise DiffsightError(f"sample must lie in 0..{trace.batch_size - 1}, got {sample}")
@@ -225,6 +228,7 @@ class Commitment:
         self.bootstrap = int(bootstrap)
         self.tol = float(tol)
         self.sampler_options = dict(sampler_options or {})
+        self.decode = decode
 
     # -- the condition the trace ran with ---------------------------------------------------------------------
     def _cond(self) -> int | None:
@@ -299,6 +303,11 @@ class Commitment:
         finals, counts = self.continuations()  # (M, K, *event)
         m_rows, k = finals.shape[:2]
         own = t.final[self.sample].float()  # event
+        if self.decode is not None:  # latent models: read and compare the decoded images
+            with torch.no_grad():
+                images = self.decode(finals.reshape(m_rows * k, *finals.shape[2:])).detach().to("cpu", torch.float32)
+                own = self.decode(own.unsqueeze(0)).detach().to("cpu", torch.float32)[0]  # (C, H, W)
+            finals = images.reshape(m_rows, k, *images.shape[1:])  # (M, K, C, H, W)
         matches: dict[str, torch.Tensor] = {}  # factor -> (M, K) bool
         final_value: dict[str, str] = {}
         extra: dict[str, Any] = {}
@@ -359,6 +368,7 @@ class Commitment:
                 "bootstrap": self.bootstrap,
                 "reader": None if self.reader is None else self.reader.name,
                 "tol": self.tol if self.reader is None else None,
+                "decoded": self.decode is not None,
             },
             diagnostics={
                 "nfe": counts["nfe"],

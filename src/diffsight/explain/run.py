@@ -61,6 +61,19 @@ def explain_trace(
     ``seed`` seeds the branching continuations (default: the trace's own seed, so explaining a saved trace
     again gives the same numbers).
     """
+    if model.is_latent:  # through the decoder, maps upsampled to image size (explain/latent.py)
+        from diffsight.explain.latent import explain_latent_trace
+
+        return explain_latent_trace(
+            trace,
+            model,
+            sample=sample,
+            k=k,
+            branch_steps=branch_steps,
+            attribution=attribution,
+            seed=seed,
+            progress=progress,
+        )
     seed = int(trace.meta.get("seed", 0)) if seed is None else seed
     say = progress or (lambda _line: None)
     reader = reader_for_model(model)

@@ -63,6 +63,15 @@ def model_card(info: dict[str, Any]) -> str:
         )
     else:
         lines.append("- Unconditional")
+    latent = info.get("latent")
+    if latent:
+        ae = latent.get("autoencoder") or {}
+        lines.append(
+            f"- Latent diffusion: the denoiser works on {_fmt(latent.get('latent_shape'))} latents of the "
+            f"AutoencoderKL in `vae/` (images {_fmt(latent.get('image_shape'))}, scaling_factor "
+            f"{_fmt(latent.get('scaling_factor'))}, shift_factor {_fmt(latent.get('shift_factor'))}, reconstruction "
+            f"RMSE {_fmt(ae.get('reconstruction_rmse'))}); `load_model` decodes through it"
+        )
     lines += [
         "- Load: `diffsight.models.load_model(<this folder>)`; the UNet alone: "
         "`diffusers.UNet2DModel.from_pretrained(<this folder>/unet)`",

@@ -6,6 +6,7 @@ Layout written by :func:`save_model_folder`::
     <dir>/unet/diffusion_pytorch_model.safetensors
     <dir>/mlp/config.json, <dir>/mlp/model.safetensors     (vector models instead of unet/)
     <dir>/scheduler/scheduler_config.json, model_index.json (VP models: a complete DDPMPipeline folder)
+    <dir>/vae/config.json, <dir>/vae/diffusion_pytorch_model.safetensors  (latent models: the AutoencoderKL)
     <dir>/diffsight.json                           preconditioning, schedule, data fingerprint, metrics
     <dir>/README.md                                the model card
 
@@ -102,6 +103,11 @@ class LoadedModel:
     @property
     def name(self) -> str:
         return str(self.info.get("name") or self.path.name)
+
+    @property
+    def is_latent(self) -> bool:
+        """True for a denoiser in an autoencoder's latent space (:class:`~diffsight.models.latent.LatentModel`)."""
+        return False
 
     @property
     def is_shipped(self) -> bool:
@@ -231,14 +237,22 @@ def load_model(spec: str | Path, *, device: str | torch.device = "cpu") -> Loade
     network.eval().requires_grad_(False)
     network.to(device)
     denoiser = _denoiser_from_info(info, network).eval()
-    return LoadedModel(denoiser=denoiser, info=info, path=path, network=network)
+    loaded = LoadedModel(denoiser=denoiser, info=info, path=path, network=network)
+    if info.get("latent"):  # a denoiser in an autoencoder's latent space, the autoencoder in vae/
+        from diffsight.models.latent import load_latent_model
+
+        return load_latent_model(loaded, device=device)
+    return loaded
 
 
-def save_model_folder(path: str | Path, network: nn.Module, info: dict[str, Any]) -> Path:
+def save_model_folder(
+    path: str | Path, network: nn.Module, info: dict[str, Any], *, modules: dict[str, nn.Module] | None = None
+) -> Path:
     """Write a model folder atomically: everything goes to a temporary sibling, is fsynced, then renamed.
 
     ``network`` is a ``UNet2DModel`` (info["network"] == "unet") or a :class:`SigmaMLP`; ``info`` becomes
-    ``diffsight.json`` (format version and diffsight version are added) and feeds the model card.
+    ``diffsight.json`` (format version and diffsight version are added) and feeds the model card. ``modules``:
+    more diffusers models saved beside it, folder name -> model (e.g. ``{"vae": autoencoder}`` for latent models).
     """
     from safetensors.torch import save_file
 
@@ -254,6 +268,8 @@ def save_model_folder(path: str | Path, network: nn.Module, info: dict[str, Any]
             save_file(state, str(tmp / "mlp" / "model.safetensors"))
         else:
             network.save_pretrained(str(tmp / "unet"), safe_serialization=True)
+        for name, module in (modules or {}).items():
+            module.save_pretrained(str(tmp / name), safe_serialization=True)
         if info.get("kind") == "vp":
             (tmp / "scheduler").mkdir()
             (tmp / "scheduler" / "scheduler_config.json").write_text(

@@ -24,6 +24,7 @@ from diffsight.explain.explanation import Explanation, jsonable
 from diffsight.explain.run import ExplainedRun
 from diffsight.trace.html import image_tag, line_plot_svg, pick_rows
 from diffsight.trace.io import save_trace
+from diffsight.trace.latent import decoded_view, is_latent_trace
 
 __all__ = ["ReportResult", "write_explanation_report"]
 
@@ -180,7 +181,7 @@ def _guidance_chart(g: Explanation, n: int) -> str:
 
 
 def _run_section(index: int, run: ExplainedRun, trace_file: str, scale: int) -> str:
-    t = run.trace
+    t = decoded_view(run.trace) if is_latent_trace(run.trace) else run.trace  # latent models: draw decoded images
     e = run.explanations
     n = t.num_steps
     m = t.meta

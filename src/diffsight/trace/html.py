@@ -326,6 +326,10 @@ def _vector_body(trace: Trace) -> str:
 def trace_html(trace: Trace) -> str:
     """The Trace as a self-contained HTML fragment (no external resources)."""
     body = [table(_run_rows(trace))]
+    if "decoded.final" in trace.tensors:  # a latent model's run: draw the decoded images (trace/latent.py)
+        from diffsight.trace.latent import decoded_view
+
+        trace = decoded_view(trace)
     if trace.is_image:
         n = min(MAX_FINALS, trace.batch_size)
         more = f" (first {n} of {trace.batch_size})" if n < trace.batch_size else ""

@@ -190,6 +190,11 @@ def record_trace(
         "final": final.detach().to("cpu", torch.float32, copy=True),
         **recorder.tensors(),
     }
+    if loaded is not None and loaded.is_latent:  # latent diffusion: keep the decoded estimates too (trace/latent.py)
+        from diffsight.trace.latent import decoded_tensors, latent_meta
+
+        meta["latent"] = latent_meta(loaded)
+        tensors.update(decoded_tensors(loaded, tensors["x0_hat"], tensors["final"], dtype=dtype))
     return Trace(meta=meta, tensors=tensors)
 
 

@@ -45,7 +45,8 @@ class ModelConfig:
 
     ``kind = "edm"`` trains an EDM-preconditioned denoiser (Karras et al. 2022); ``kind = "vp"`` a DDPM-style
     eps- or v-predicting UNet on a discrete schedule (Ho et al. 2020; Salimans & Ho 2022), saved as a complete
-    diffusers ``DDPMPipeline`` folder.
+    diffusers ``DDPMPipeline`` folder. A non-empty ``latent`` table (:class:`~diffsight.training.autoencoder.
+    AutoencoderSettings`) first trains an autoencoder and then the diffusion model on its latents.
     """
 
     network: str = "auto"  # auto | unet | mlp
@@ -60,6 +61,7 @@ class ModelConfig:
     prediction_type: str = "epsilon"  # vp only: epsilon | v_prediction | sample
     beta_schedule: str = "linear"  # vp only
     num_train_timesteps: int = 1000  # vp only
+    latent: dict[str, Any] = field(default_factory=dict)  # non-empty: latent diffusion (training/latent.py)
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,10 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise DiffsightError(f"invalid training config: {message}")
+        if m.latent:  # the autoencoder's table has its own keys and checks
+            from diffsight.training.autoencoder import autoencoder_settings
+
+            autoencoder_settings(m.latent)
 
 
 def _build(cls: type, table: Any, where: str) -> Any:

@@ -504,4 +504,8 @@ def train(
     config: TrainConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True, command: str | None = None
 ) -> TrainResult:
     """Train ``config`` into ``run_dir`` (see :class:`Trainer`); ``resume=True`` continues from the last checkpoint."""
+    if config.model.latent:  # latent diffusion: the autoencoder first, then this trainer on its latents
+        from diffsight.training.latent import train_latent
+
+        return train_latent(config, run_dir, resume=resume, progress=progress, command=command)
     return Trainer(config, run_dir, progress=progress, command=command).run(resume=resume)
