@@ -44,6 +44,7 @@ bench: install
 	$(PY) benchmarks/serve_load.py
 	$(PY) benchmarks/tables.py
 	$(PY) benchmarks/reconstruction.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/series.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -22,6 +22,7 @@ PACKAGES = [
     "diffsight.serve",
     "diffsight.tasks",
     "diffsight.tasks.tables",
+    "diffsight.tasks.series",
 ]
 
 

@@ -404,6 +404,10 @@ app.command(name="serve")(serve_cmd.serve)
 from diffsight.cli import impute_cmd  # noqa: E402
 
 app.command(name="impute")(impute_cmd.impute)
+from diffsight.cli import series_cmd  # noqa: E402
+
+app.command(name="impute-series")(series_cmd.impute_series_cmd)
+app.command(name="watch")(series_cmd.watch)
 from diffsight.cli import reconstruct_cmd  # noqa: E402
 
 app.command(name="reconstruct")(reconstruct_cmd.reconstruct)

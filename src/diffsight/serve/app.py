@@ -7,6 +7,9 @@ Endpoints (docs/serve.md has the request and response of each; OpenAPI at ``/doc
 - ``POST /v1/generate``: samples, their trace id and the images.
 - ``POST /v1/generate/stream``: the same as Server-Sent Events, one ``step`` event per sampler step as it happens.
 - ``POST /v1/explain``, ``POST /v1/score``: explanations of a trace; bits/dim and surprise maps of images.
+- ``POST /v1/reconstruct``, ``POST /v1/impute``: an image inverse problem with uncertainty; a CSV's empty cells
+  filled by a model trained on its observed ones.
+- ``POST /v1/series/score``: one anomaly score per window of a series, from a model trained on it.
 - ``GET /v1/traces/{id}``, ``POST /v1/traces``, ``GET /v1/traces/{id}/frames``: download, upload, per-step frames.
 - ``GET /`` and ``/static/*``: the web viewer.
 
@@ -36,7 +39,15 @@ from diffsight.serve.cancel import Cancelled, Job, TimedOut
 from diffsight.serve.config import ServeConfig
 from diffsight.serve.middleware import ApiKeyMiddleware, LimitsMiddleware
 from diffsight.serve.render import trace_frames
-from diffsight.serve.schemas import MAX_BATCH, ExplainRequest, GenerateRequest, ScoreRequest
+from diffsight.serve.schemas import (
+    MAX_BATCH,
+    ExplainRequest,
+    GenerateRequest,
+    ImputeRequest,
+    ReconstructRequest,
+    ScoreRequest,
+    SeriesScoreRequest,
+)
 from diffsight.serve.state import ApiError, ServerState
 from diffsight.serve.store import TraceNotFound, is_trace_id
 from diffsight.serve.work import QueueFull
@@ -343,6 +354,52 @@ def create_app(config: ServeConfig) -> FastAPI:
             max_side=config.max_image_side,
             max_bytes=config.max_json_bytes,
         )
+        return await _wait(request, job, future)
+
+    @v1.post("/reconstruct", tags=["tasks"])
+    async def reconstruct(body: ReconstructRequest, request: Request) -> dict[str, Any]:
+        """Solve an image inverse problem (inpaint, denoise, superres, deblur, ct, mri) with the model as the
+        prior: K posterior samples give the mean, a per-pixel std and, with ``intervals``, calibrated bounds;
+        with ``simulate`` the image is clean, is measured first, and the answer is scored against it."""
+        from diffsight.serve.task_jobs import run_reconstruct
+
+        model = state.model(body.model)
+        if len(model.event_shape) != 3:
+            raise ApiError(422, f"model: {model.name} is not an image model")
+        job = state.queue.admit()
+        future = state.queue.submit(
+            job, run_reconstruct, model, body, job, max_side=config.max_image_side, max_bytes=config.max_json_bytes
+        )
+        return await _wait(request, job, future)
+
+    @v1.post("/impute", tags=["tasks"], responses={413: {"description": "more rows or columns than the limit"}})
+    async def impute(body: ImputeRequest, request: Request) -> dict[str, Any]:
+        """Fill the empty cells of a CSV table with a diffusion model trained on its own observed cells
+        (bounded: rows, columns and training steps), with per-cell split-conformal intervals."""
+        from diffsight.serve.task_jobs import TableTooLarge, parse_table, run_impute
+
+        state.require_ready()
+        try:
+            frame = await asyncio.to_thread(parse_table, body.csv)
+        except TableTooLarge as err:
+            raise ApiError(413, str(err)) from None
+        job = state.queue.admit()
+        future = state.queue.submit(job, run_impute, frame, body, job)
+        return await _wait(request, job, future)
+
+    @v1.post("/series/score", tags=["tasks"], responses={413: {"description": "more rows or columns than the limit"}})
+    async def series_score(body: SeriesScoreRequest, request: Request) -> dict[str, Any]:
+        """Train a series model on the posted series (or its first ``train_rows``) and score every window for how
+        surprising its last value is (``z``: calibrated forecast error in predictive standard deviations)."""
+        from diffsight.serve.task_jobs import TableTooLarge, parse_series, run_series_score
+
+        state.require_ready()
+        try:
+            data = await asyncio.to_thread(parse_series, body)
+        except TableTooLarge as err:
+            raise ApiError(413, str(err)) from None
+        job = state.queue.admit()
+        future = state.queue.submit(job, run_series_score, data, body, job)
         return await _wait(request, job, future)
 
     @v1.get(

@@ -8,18 +8,25 @@ The API is described in docs/serve.md; the limits here are the ones it lists.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "MAX_BATCH",
+    "MAX_IMPUTE_COLUMNS",
+    "MAX_IMPUTE_ROWS",
+    "MAX_IMPUTE_STEPS",
+    "MAX_RECONSTRUCT_SAMPLES",
     "MAX_SCORE_IMAGES",
     "MAX_STEPS",
     "TRACE_ID_PATTERN",
     "ExplainRequest",
     "GenerateRequest",
+    "ImputeRequest",
+    "ReconstructRequest",
     "ScoreRequest",
+    "SeriesScoreRequest",
 ]
 
 MAX_STEPS = 1000
@@ -104,3 +111,134 @@ class ScoreRequest(BaseModel):
     label: Label | None = None
     points: Annotated[int, Field(ge=8, le=256, description="log-SNR points per image")] = 64
     seed: Seed = 0
+
+
+# --- reconstruction and imputation ------------------------------------------------------------------------------
+
+MAX_RECONSTRUCT_SAMPLES = 32
+MAX_SOLVER_STEPS = 500
+MAX_ARRAY_SIDE = 256
+MAX_IMPUTE_ROWS = 5000
+MAX_IMPUTE_COLUMNS = 100
+MAX_IMPUTE_STEPS = 2000
+
+Pixel = Annotated[float, Field(ge=-10.0, le=10.0, allow_inf_nan=False)]
+Row = Annotated[list[Pixel], Field(min_length=1, max_length=MAX_ARRAY_SIDE)]
+Plane = Annotated[list[Row], Field(min_length=1, max_length=MAX_ARRAY_SIDE)]
+ImageArray = Annotated[
+    list[Plane], Field(min_length=1, max_length=4, description="(C, H, W) floats in the model's data scale [-1, 1]")
+]
+MaskArray = Annotated[list[Row], Field(min_length=1, max_length=MAX_ARRAY_SIDE, description="(H, W), nonzero = known")]
+EncodedImage = Annotated[str, Field(min_length=1, description="PNG/JPEG as a data URI or bare base64")]
+
+TASK_FIELDS: dict[str, tuple[str, ...]] = {
+    "mask": ("inpaint",),
+    "factor": ("superres",),
+    "blur": ("deblur",),
+    "angles": ("ct",),
+    "acceleration": ("mri",),
+}
+"""Task options and the tasks that use them; sending one to another task is a 422 (it would be ignored)."""
+
+
+class ReconstructRequest(BaseModel):
+    """POST /v1/reconstruct: an image inverse problem solved with a served model as the prior."""
+
+    model_config = _STRICT
+
+    model: ModelName
+    task: Literal["inpaint", "denoise", "superres", "deblur", "ct", "mri"]
+    image: EncodedImage | None = None
+    array: ImageArray | None = None
+    mask: EncodedImage | MaskArray | None = None
+    simulate: bool = False
+    noise_sigma: (
+        Annotated[float, Field(ge=0.0, le=2.0, allow_inf_nan=False, description="measurement noise std (data units)")]
+        | None
+    ) = None
+    factor: Annotated[int, Field(ge=2, le=8, description="superres: downsampling factor")] = 2
+    blur: Annotated[float, Field(gt=0.0, le=8.0, allow_inf_nan=False, description="deblur: blur std (pixels)")] = 1.0
+    angles: Annotated[int, Field(ge=1, le=180, description="ct: projection angles over 180 degrees")] | None = None
+    acceleration: Annotated[
+        float, Field(ge=1.1, le=16.0, allow_inf_nan=False, description="mri: k-space undersampling factor")
+    ] = 2.5
+    method: Literal["denoise", "repaint", "projection", "dps"] | None = None
+    samples: Annotated[int, Field(ge=1, le=MAX_RECONSTRUCT_SAMPLES, description="posterior samples K")] = 8
+    steps: Annotated[int, Field(ge=1, le=MAX_SOLVER_STEPS, description="solver steps (default per solver)")] | None = (
+        None
+    )
+    seed: Seed = 0
+    intervals: bool = False
+    coverage: Annotated[
+        float, Field(ge=0.5, le=0.95, allow_inf_nan=False, description="stated per-pixel coverage of the intervals")
+    ] = 0.9
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReconstructRequest:
+        if (self.image is None) == (self.array is None):
+            raise ValueError("send the image either as image (base64 PNG/JPEG) or as array (nested lists), not both")
+        for name, tasks in TASK_FIELDS.items():
+            if name in self.model_fields_set and self.task not in tasks:
+                raise ValueError(f"{name} is an option of the {' and '.join(tasks)} task, not of {self.task}: drop it")
+        if self.task in ("ct", "mri") and not self.simulate:
+            raise ValueError(
+                f"the {self.task} task takes a clean image with simulate true over HTTP (its measurements are not "
+                "images); use `diffsight reconstruct` for a measured .npy"
+            )
+        if self.intervals and self.samples < 2:
+            raise ValueError("intervals need samples >= 2 (the spread is taken over the samples)")
+        return self
+
+
+class ImputeRequest(BaseModel):
+    """POST /v1/impute: fill the empty cells of a CSV table with a model trained on its observed cells."""
+
+    model_config = _STRICT
+
+    csv: Annotated[str, Field(min_length=1, description="the table: a header row, then rows; empty cells = missing")]
+    categorical: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=200)]],
+        Field(max_length=MAX_IMPUTE_COLUMNS, description="numeric columns to treat as categories"),
+    ] = []
+    samples: Annotated[int, Field(ge=2, le=200, description="draws per row K")] = 50
+    intervals: bool = False
+    coverage: Annotated[float, Field(ge=0.5, le=0.99, allow_inf_nan=False, description="stated coverage")] = 0.9
+    steps: Annotated[int, Field(ge=1, le=MAX_IMPUTE_STEPS, description="training steps")] = 500
+    seed: Seed = 0
+
+
+MAX_SERIES_ROWS = 2000
+MAX_SERIES_COLUMNS = 20
+MAX_SERIES_STEPS = 2000
+
+SeriesRow = Annotated[
+    list[Annotated[float, Field(allow_inf_nan=False)] | None],
+    Field(min_length=1, max_length=MAX_SERIES_COLUMNS, description="one time step: K values, null = missing"),
+]
+
+
+class SeriesScoreRequest(BaseModel):
+    """POST /v1/series/score: one anomaly score per window of a (multivariate) series."""
+
+    model_config = _STRICT
+
+    csv: Annotated[str, Field(min_length=1, description="one row per time step, one column per variable")] | None = None
+    values: Annotated[list[SeriesRow], Field(min_length=1, description="rows of K values (T x K)")] | None = None
+    time_column: Annotated[str, Field(min_length=1, max_length=200, description="csv: the time column")] | None = None
+    train_rows: Annotated[int, Field(ge=8, le=MAX_SERIES_ROWS, description="train on the first rows only")] | None = (
+        None
+    )
+    window: Annotated[int, Field(ge=8, le=96, description="window length L in time steps")] = 48
+    period: Annotated[int, Field(ge=2, le=1000, description="seasonal period (default: guessed)")] | None = None
+    steps: Annotated[int, Field(ge=1, le=MAX_SERIES_STEPS, description="training steps")] = 300
+    samples: Annotated[int, Field(ge=2, le=64, description="forecast samples per window")] = 16
+    threshold: Annotated[float, Field(ge=0.0, le=100.0, allow_inf_nan=False, description="flag z above it")] = 3.0
+    seed: Seed = 0
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SeriesScoreRequest:
+        if (self.csv is None) == (self.values is None):
+            raise ValueError("send the series either as csv (text) or as values (rows of numbers), not both")
+        if self.time_column is not None and self.csv is None:
+            raise ValueError("time_column names a column of csv; values have no time column: drop it")
+        return self

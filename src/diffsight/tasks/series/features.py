@@ -1,0 +1,83 @@
+"""What the series denoiser is conditioned on, built the same way in training, imputation and streaming.
+
+For a batch of windows ``z`` (B, K, L) in normalised units and a mask ``m`` (B, K, L) of the values it may see,
+the side information (in the spirit of CSDI's side information, Tashiro et al. 2021, sec. 4.2) is
+
+- ``m`` itself (first K channels, the contract the denoiser relies on);
+- ``f``: the straight-line interpolation of the visible values along time (flat beyond the first and last one,
+  0 where a feature shows nothing), centred on its window mean and divided by the feature's local scale;
+- ``c``: the window mean of the fill (the local level, in z-scores; constant along the window);
+- ``d``: the distance (in steps) to the nearest visible value of the same feature, as log(1+d)/log(1+L);
+- optionally the seasonal phase ``sin, cos(2 pi t / period)`` of the absolute time index t (2 channels).
+
+The diffused variable is the residual ``u = (z - f_raw) / local_scale`` at the hidden positions, so the prior mean
+(u = 0) is straight-line interpolation and the network learns what it misses (curvature, season, other columns).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["conditioning", "cond_channels", "linear_fill", "phase_channels"]
+
+
+def linear_fill(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Linear interpolation along the last axis through the entries where ``mask`` is True.
+
+    Args:
+        values: (B, K, L); entries where ``mask`` is False are ignored.
+        mask: (B, K, L) bool.
+
+    Returns:
+        ``(filled, dist)``, both (B, K, L): the interpolation (equal to ``values`` where visible; the nearest visible
+        value beyond the first/last one; 0 where a row shows nothing) and the distance to the nearest visible entry
+        (L where a row shows nothing).
+    """
+    length = values.shape[-1]
+    t = torch.arange(length, device=values.device).expand_as(mask)  # (B, K, L)
+    prev = torch.where(mask, t, -1).cummax(-1).values  # last visible index <= t, -1 if none
+    nxt = torch.where(mask, t, length).flip(-1).cummin(-1).values.flip(-1)  # first visible index >= t, L if none
+    has_prev, has_next = prev >= 0, nxt < length
+    v_prev = values.gather(-1, prev.clamp(min=0))
+    v_next = values.gather(-1, nxt.clamp(max=length - 1))
+    w = (t - prev).to(values.dtype) / (nxt - prev).clamp(min=1).to(values.dtype)
+    between = v_prev + w * (v_next - v_prev)
+    one_side = torch.where(has_prev, v_prev, torch.where(has_next, v_next, torch.zeros_like(values)))
+    filled = torch.where(has_prev & has_next, between, one_side)
+    d_prev = torch.where(has_prev, t - prev, length)
+    d_next = torch.where(has_next, nxt - t, length)
+    return filled, torch.minimum(d_prev, d_next).to(values.dtype)
+
+
+def phase_channels(start: torch.Tensor, length: int, period: int) -> torch.Tensor:
+    """(B, 2, L) sin/cos of the seasonal phase of absolute time indices ``start[b] + 0..L-1``."""
+    t = start.to(torch.float64)[:, None] + torch.arange(length, dtype=torch.float64)  # (B, L)
+    angle = 2 * math.pi * torch.remainder(t, period) / period
+    return torch.stack([angle.sin(), angle.cos()], dim=1).float()
+
+
+def cond_channels(num_features: int, period: int | None) -> int:
+    """Number of conditioning channels: mask, fill, level and distance per feature, plus 2 for the phase."""
+    return 4 * num_features + (2 if period else 0)
+
+
+def conditioning(
+    z: torch.Tensor, mask: torch.Tensor, local_scale: torch.Tensor, start: torch.Tensor, period: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Side information and the straight-line fill of windows ``z`` (B, K, L) seen through ``mask`` (B, K, L).
+
+    Returns ``(cond, fill)``: cond (B, 4K [+2], L) float32 with the mask in the first K channels, and the raw fill
+    (B, K, L) in the units of ``z`` (add ``u * local_scale`` to it to get values back).
+    """
+    length = z.shape[-1]
+    values = torch.where(mask, z, torch.zeros_like(z))
+    fill, dist = linear_fill(values, mask)
+    scale = local_scale.to(z.dtype)[None, :, None]  # (1, K, 1)
+    level = fill.mean(-1, keepdim=True)  # (B, K, 1)
+    centred = (fill - level) / scale
+    parts = [mask.to(z.dtype), centred, level.expand_as(fill), torch.log1p(dist) / math.log1p(length)]
+    if period:
+        parts.append(phase_channels(start, length, period).to(z.dtype))
+    return torch.cat(parts, dim=1).float(), fill

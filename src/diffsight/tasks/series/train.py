@@ -1,0 +1,176 @@
+"""Train a conditional series denoiser on the observed values of one series (CSDI-style self-supervision).
+
+Algorithm (Tashiro et al. 2021, Alg. 1, with EDM's loss and preconditioning, Karras et al. 2022, sec. 5):
+
+1. Normalise each column to z-scores over its observed values; measure each column's *local scale* (the typical
+   spread of a column inside one window, median over windows), so that trending columns are not squashed.
+2. Repeat: draw B windows of length L at random offsets; pick conditioning values among the observed ones with a
+   random pattern (:mod:`~diffsight.tasks.series.masks`); the targets are the other observed values.
+3. The clean variable is the residual u = (z - fill) / local_scale of the targets around the straight-line fill
+   of the conditioning values; draw ln sigma ~ N(ln(sigma_data / 0.5) - 1.2, 1.2^2) and minimise
+   ``lambda(sigma) * |D(u + sigma n; sigma, cond) - u|^2`` over the targets only, lambda = (s^2 + sd^2)/(s sd)^2.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from diffsight.errors import DiffsightError
+from diffsight.tasks.series.data import SeriesData
+from diffsight.tasks.series.features import conditioning
+from diffsight.tasks.series.masks import training_mask
+from diffsight.tasks.series.model import MIN_WINDOW, SeriesConfig, SeriesModel, build_denoiser
+
+__all__ = ["fit_series", "gather_windows", "window_length"]
+
+P_MEAN, P_STD = -1.2, 1.2  # EDM's log-normal training sigmas, for sigma_data = 0.5
+
+
+def window_length(config: SeriesConfig, length: int) -> int:
+    """The window used for a series of ``length`` steps; refuses series shorter than one minimal window."""
+    if length < MIN_WINDOW:
+        raise DiffsightError(f"the series has {length} rows; it needs at least {MIN_WINDOW} (one window) to learn from")
+    return min(config.window, length)
+
+
+def gather_windows(
+    z: torch.Tensor, observed: torch.Tensor, starts: torch.Tensor, length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows (B, K, L) of a series ``z`` (T, K) (NaN-free) and its mask ``observed`` (T, K) at ``starts`` (B,)."""
+    idx = starts[:, None] + torch.arange(length)  # (B, L)
+    return z[idx].permute(0, 2, 1), observed[idx].permute(0, 2, 1)
+
+
+def _local_scale(z: np.ndarray, observed: np.ndarray, length: int) -> np.ndarray:
+    """Per column: median over half-overlapping windows of the spread of the observed values in the window."""
+    spreads: list[list[float]] = [[] for _ in range(z.shape[1])]
+    for s in range(0, z.shape[0] - length + 1, max(1, length // 2)):
+        for k in range(z.shape[1]):
+            vals = z[s : s + length, k][observed[s : s + length, k]]
+            if vals.size >= 3:
+                spreads[k].append(float(vals.std()))
+    return np.array([max(np.median(s), 1e-3) if s else 1.0 for s in spreads])
+
+
+def _check(data: SeriesData) -> None:
+    counts = data.observed.sum(0)
+    few = [c for c, n in zip(data.columns, counts, strict=True) if n < 3]
+    if few:
+        raise DiffsightError(f"column(s) {', '.join(few)} have fewer than 3 values; a model cannot learn from them")
+
+
+def fit_series(
+    data: SeriesData, config: SeriesConfig | None = None, progress: Callable[[int, float], None] | None = None
+) -> SeriesModel:
+    """Train a model on the observed values of ``data``; ``progress(step, loss)`` is called every 100 steps.
+
+    Keeps ``config.holdout`` of the observed values out of training and scales the spread of the samples so that
+    90% intervals cover 90% of them (``model.spread``); calibrates the streaming anomaly score on training
+    windows (:func:`~.stream.calibrate`).
+    """
+    config = config or SeriesConfig()
+    _check(data)
+    length = window_length(config, data.length)
+    held = _holdout(data.observed, config.holdout, torch.Generator().manual_seed(config.seed + 3))
+    full = data
+    if held is not None:
+        data = SeriesData(np.where(held, np.nan, data.values), data.columns, data.time, data.time_name)
+    observed_np = data.observed
+    mean = np.array([np.nanmean(c) for c in data.values.T])
+    std = np.array([np.nanstd(c) for c in data.values.T])
+    std = np.where(std > 0, std, 1.0)
+    z_np = (data.values - mean) / std
+    local = _local_scale(z_np, observed_np, length)
+
+    gen = torch.Generator().manual_seed(config.seed)
+    z = torch.from_numpy(np.nan_to_num(z_np)).float()  # (T, K)
+    observed = torch.from_numpy(observed_np)
+    scale = torch.from_numpy(local).float()
+    n_starts = data.length - length + 1
+
+    def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        starts = torch.randint(0, n_starts, (config.batch,), generator=gen)
+        zw, ow = gather_windows(z, observed, starts, length)
+        _, other = gather_windows(z, observed, torch.randint(0, n_starts, (config.batch,), generator=gen), length)
+        cond_mask = training_mask(ow, other, gen)
+        target = ow & ~cond_mask
+        cond, fill = conditioning(zw, cond_mask, scale, starts, config.period)
+        u = torch.where(target, (zw - fill) / scale[None, :, None], torch.zeros_like(zw))
+        return u, target.float(), cond, starts
+
+    # sigma_data: root-mean-square residual over a few batches of targets
+    sq, n = 0.0, 0.0
+    for _ in range(10):
+        u, target, _, _ = batch()
+        sq, n = sq + float(u.square().sum()), n + float(target.sum())
+    sigma_data = max(math.sqrt(sq / max(n, 1.0)), 1e-3)
+    denoiser = build_denoiser(config, data.num_features, sigma_data)
+    denoiser.train()
+    opt = torch.optim.AdamW(denoiser.parameters(), lr=config.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, config.train_steps) / config.train_steps))
+    )
+    shift = math.log(sigma_data / 0.5)
+    for step in range(config.train_steps):
+        u, target, cond, _ = batch()
+        sigma = (torch.randn(config.batch, generator=gen) * P_STD + P_MEAN + shift).exp()  # (B,)
+        noise = torch.randn(u.shape, generator=gen)
+        u_hat = denoiser(u + sigma[:, None, None] * noise, sigma, cond)
+        weight = (sigma**2 + sigma_data**2) / (sigma * sigma_data) ** 2  # (B,)
+        loss = (weight[:, None, None] * (u_hat - u).square() * target).sum() / target.sum().clamp(min=1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if progress is not None and (step % 100 == 0 or step == config.train_steps - 1):
+            progress(step, loss.item())
+    denoiser.eval()
+    model = SeriesModel(
+        config=config,
+        denoiser=denoiser,
+        columns=data.columns,
+        mean=mean,
+        std=std,
+        local_scale=local,
+        window=length,
+        train_length=data.length,
+    )
+    from diffsight.tasks.series.stream import calibrate
+
+    model.calibration = calibrate(model, data, generator=torch.Generator().manual_seed(config.seed + 1))
+    if held is not None:
+        model.spread = _spread(model, data, full.values, held, torch.Generator().manual_seed(config.seed + 2))
+    return model
+
+
+def _holdout(observed: np.ndarray, fraction: float, generator: torch.Generator) -> np.ndarray | None:
+    """(T, K) bool: a random ``fraction`` of the observed values, kept out of training (None if too few)."""
+    cells = np.flatnonzero(observed & (observed.sum(0) >= 20))  # columns with few values keep them all
+    count = max(int(round(fraction * cells.size)), min(10, cells.size // 4))  # at least a few, when data is sparse
+    if fraction == 0 or count < 5:
+        return None
+    pick = torch.randperm(cells.size, generator=generator)[:count].numpy()
+    held = np.zeros(observed.size, dtype=bool)
+    held[cells[pick]] = True
+    return held.reshape(observed.shape)
+
+
+def _spread(
+    model: SeriesModel, data: SeriesData, truth: np.ndarray, held: np.ndarray, generator: torch.Generator
+) -> float:
+    """The factor that makes the 90% intervals cover 90% of the held-out values (a split-conformal scale on the
+    normalised distance from the median to the value, measured against the interval's half on that side)."""
+    from diffsight.tasks.series.impute import impute_series
+
+    result = impute_series(model, data, samples=32, generator=generator)
+    y, med = truth[held], result.median[held]
+    half = np.where(y >= med, result.upper[held] - med, med - result.lower[held])
+    ratio = np.abs(y - med) / np.maximum(half, 1e-9 * model.std[np.nonzero(held)[1]])
+    n = ratio.size
+    level = min(1.0, np.ceil((n + 1) * 0.9) / n)  # finite-sample conformal quantile
+    return float(np.clip(np.quantile(ratio, level), 0.5, 20.0))
