@@ -45,6 +45,7 @@ bench: install
 	$(PY) benchmarks/tables.py
 	$(PY) benchmarks/reconstruction.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/series.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/text_attention.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

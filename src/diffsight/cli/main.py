@@ -139,7 +139,9 @@ def _class_labels(model: object, value: str | None, n: int) -> object:
 @app.command()
 def sample(
     model: Annotated[str, typer.Argument(help="Model folder or shipped model name (digits, shapes).")],
-    n: Annotated[int, typer.Option("--n", "-n", help="Number of samples (-n under torchrun).", min=1, max=100_000)] = 64,
+    n: Annotated[
+        int, typer.Option("--n", "-n", help="Number of samples (-n under torchrun).", min=1, max=100_000)
+    ] = 64,
     steps: Annotated[int, typer.Option(help="Sampler steps (Karras schedule).", min=1, max=1000)] = 20,
     sampler: Annotated[str, typer.Option(help="ddpm, ddim, euler, heun, dpmpp_2m, dpmpp_3m, pc.")] = "dpmpp_2m",
     seed: Annotated[int, typer.Option(help="Seed of the initial noise and any noise the sampler draws.")] = 0,
@@ -411,6 +413,9 @@ app.command(name="watch")(series_cmd.watch)
 from diffsight.cli import reconstruct_cmd  # noqa: E402
 
 app.command(name="reconstruct")(reconstruct_cmd.reconstruct)
+from diffsight.cli import text_cmd  # noqa: E402
+
+app.command(name="text2img")(text_cmd.text2img)
 
 
 def main() -> None:

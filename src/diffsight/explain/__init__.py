@@ -9,6 +9,7 @@
 ``GuidanceMap``         where and when the condition acts: D(x | c) - D(x | null) per step and pixel
 ``GradientAttribution`` saliency / integrated gradients of a probe logit or a region w.r.t. x at a step
 ``LikelihoodMaps``      bits/dim, per-pixel surprise and class information of the final sample
+``text_to_image``       text-to-image runs with per-step, per-token cross-attention maps and interventions
 ======================  ===============================================================================
 
 ``explain_trace(trace, model)`` runs every explainer that applies; ``explain_run`` records the Trace first.
@@ -23,6 +24,7 @@ from diffsight.explain.attribution import (
     randomised_copy,
 )
 from diffsight.explain.commitment import Commitment, decided_row
+from diffsight.explain.cross_attention import AttentionMaps, CrossAttentionRecorder
 from diffsight.explain.explanation import Explainer, Explanation, jsonable
 from diffsight.explain.factors import ClassifierReader, ComponentReader, FactorReader, reader_for_model
 from diffsight.explain.filmstrip import Filmstrip
@@ -33,8 +35,15 @@ from diffsight.explain.narrative import narrate
 from diffsight.explain.probes import ProbeCurves
 from diffsight.explain.run import ExplainedRun, explain_run, explain_trace
 from diffsight.explain.spectral import SpectralEmergence, radial_power_spectrum
+from diffsight.explain.text_conditioning import TextSample, prompt_interventions, text_to_image, word_information
 
 __all__ = [
+    "AttentionMaps",
+    "CrossAttentionRecorder",
+    "TextSample",
+    "prompt_interventions",
+    "text_to_image",
+    "word_information",
     "ClassifierReader",
     "Commitment",
     "ComponentReader",

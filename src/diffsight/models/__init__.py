@@ -7,6 +7,7 @@ from diffsight.models.latent import AUTOENCODER_PRESETS, LatentModel, build_auto
 from diffsight.models.mlp import SigmaMLP
 from diffsight.models.parametrization import convert, eps_to_x0, score_to_x0, v_to_x0, x0_to_eps, x0_to_score, x0_to_v
 from diffsight.models.precond import EDMPrecond, edm_coefficients
+from diffsight.models.text2img import TextToImageModel, load_text_to_image
 from diffsight.models.unet import UNET_PRESETS, UNetEDMBackbone, build_unet, unet_config
 from diffsight.models.vp_schedule import DiscreteVPSchedule
 
@@ -19,6 +20,7 @@ __all__ = [
     "LatentModel",
     "LoadedModel",
     "SigmaMLP",
+    "TextToImageModel",
     "UNET_PRESETS",
     "UNetBackbone",
     "UNetEDMBackbone",
@@ -28,6 +30,7 @@ __all__ = [
     "edm_coefficients",
     "eps_to_x0",
     "from_diffusers",
+    "load_text_to_image",
     "load_model",
     "save_model_folder",
     "shipped_models",
