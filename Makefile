@@ -33,8 +33,10 @@ browser:
 demo: install
 	$(VENV)/bin/diffsight demo
 
+# Two workers (pytest-xdist), one per core; whole files go to one worker so module fixtures (a server process, a
+# trained model) are built once.
 test: install browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: install
 	$(PY) benchmarks/sampling.py

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -9,7 +10,8 @@ import torch
 
 from diffsight.oracles import GaussianOracle
 
-torch.set_num_threads(2)
+# `make test` runs two pytest-xdist workers on a 2-core machine: one thread each, or they fight for the cores.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture(scope="module")

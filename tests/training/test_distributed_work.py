@@ -85,3 +85,18 @@ def test_attribution_features_shared_between_processes(tmp_path: Path) -> None:
     two = torch.load(tmp_path / "two.pt", weights_only=True)
     torch.testing.assert_close(two["grads"], one["grads"])  # rows in example order
     torch.testing.assert_close(two["features"], one["features"])
+
+
+@pytest.mark.slow
+def test_explain_seeds_shared_between_processes(tmp_path: Path) -> None:
+    args = ["explain", "digits", "--seed", "0", "--seed", "1", "--class", "4", "--steps", "6", "--k", "2"]
+    args += ["--branch-steps", "2", "--no-attribution", "--no-likelihood"]
+    one = subprocess.run(
+        [sys.executable, "-m", "diffsight", *args, "-o", "one.html"], capture_output=True, text=True, cwd=tmp_path,
+        timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = _torchrun(tmp_path, "-m", "diffsight", *args, "-o", "two.html")
+    narrative = [line for line in one.stdout.splitlines() if not line.startswith(("trace:", "report:"))]
+    assert [line for line in two.stdout.splitlines() if not line.startswith(("trace:", "report:"))] == narrative
+    assert two.stdout.count("report:") == 1 and (tmp_path / "two.html").is_file()

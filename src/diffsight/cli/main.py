@@ -216,6 +216,9 @@ def explain(
     attribution: Annotated[
         bool, typer.Option("--attribution/--no-attribution", help="Integrated-gradients map at the decided step.")
     ] = True,
+    likelihood: Annotated[
+        bool, typer.Option("--likelihood/--no-likelihood", help="Bits/dim and surprise maps of each sample.")
+    ] = True,
     out: Annotated[Path, typer.Option("--out", "-o", help="The HTML report; traces are saved beside it.")] = Path(
         "report.html"
     ),
@@ -246,8 +249,11 @@ def explain(
         k=k,
         branch_steps=branch_steps,
         attribution=attribution,
+        likelihood=likelihood,
     )
     result, runs = run_explain_job(job, progress=lambda line: typer.echo(line, err=True))
+    if result is None:  # not the main process under torchrun: the main one reports
+        return
     for run in runs:
         for line in run.narrative:
             typer.echo(line)

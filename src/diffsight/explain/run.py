@@ -133,6 +133,7 @@ def explain_run(
     k: int = 16,
     branch_steps: int | None = None,
     attribution: bool = True,
+    likelihood: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> ExplainedRun:
     """Record one sample of ``model`` (seed, class, sampler, steps, guidance) and explain it."""
@@ -140,4 +141,6 @@ def explain_run(
     say(f"sampling {model.name} (seed {seed}, {sampler}, {steps} steps)")
     with torch.no_grad():
         trace = record_trace(model, seed=seed, steps=steps, sampler=sampler, labels=label, guidance=guidance)
-    return explain_trace(trace, model, k=k, branch_steps=branch_steps, attribution=attribution, progress=say)
+    return explain_trace(
+        trace, model, k=k, branch_steps=branch_steps, attribution=attribution, likelihood=likelihood, progress=say
+    )

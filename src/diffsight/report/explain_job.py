@@ -15,6 +15,7 @@ from diffsight.models.folder import load_model
 from diffsight.report.explain_report import ReportResult, write_explanation_report
 from diffsight.trace.io import load_trace
 from diffsight.trace.run import model_of_trace, replay
+from diffsight.training.distributed import gather_items, is_main_process, share
 
 __all__ = ["ExplainJob", "DEMO_SEEDS", "is_trace_file", "run_demo", "run_explain_job"]
 
@@ -35,6 +36,7 @@ class ExplainJob:
     k: int = 16
     branch_steps: int | None = None
     attribution: bool = True
+    likelihood: bool = True
     title: str | None = None
 
 
@@ -44,8 +46,12 @@ def is_trace_file(source: str) -> bool:
 
 def run_explain_job(
     job: ExplainJob, progress: Callable[[str], None] | None = None
-) -> tuple[ReportResult, list[ExplainedRun]]:
-    """Explain a saved Trace (after checking that it replays) or fresh samples of a model; write the report."""
+) -> tuple[ReportResult | None, list[ExplainedRun]]:
+    """Explain a saved Trace (after checking that it replays) or fresh samples of a model; write the report.
+
+    Under torchrun / accelerate launch the seeds are shared between the processes and the explained runs gathered;
+    only the main process writes the report (the others return ``None`` for it, with every run).
+    """
     say = progress or (lambda _line: None)
     if job.k < 2:
         raise DiffsightError(f"--k must be at least 2 continuations, got {job.k}")
@@ -59,14 +65,20 @@ def run_explain_job(
         say(f"trace {trace.id}: replay {'bit-exact' if check.bit_exact else f'differs by {check.max_abs_diff:.3g}'}")
         runs.append(
             explain_trace(
-                trace, model, k=job.k, branch_steps=job.branch_steps, attribution=job.attribution, progress=say
+                trace,
+                model,
+                k=job.k,
+                branch_steps=job.branch_steps,
+                attribution=job.attribution,
+                likelihood=job.likelihood,
+                progress=say,
             )
         )
         name = trace.meta["model"].get("name")
     else:
         model = load_model(job.source)
         name = model.name
-        for seed in job.seeds:
+        for seed in job.seeds[share(len(job.seeds))]:
             runs.append(
                 explain_run(
                     model,
@@ -78,9 +90,13 @@ def run_explain_job(
                     k=job.k,
                     branch_steps=job.branch_steps,
                     attribution=job.attribution,
+                    likelihood=job.likelihood,
                     progress=say,
                 )
             )
+        runs = gather_items(runs)  # every process's share, in seed order
+    if not is_main_process():
+        return None, runs
     title = job.title or f"diffsight: how {name} formed its samples"
     return write_explanation_report(runs, job.out, title=title), runs
 
@@ -106,4 +122,6 @@ def run_demo(
         title="diffsight demo: when did the shapes model decide shape, colour, size, position and background?",
     )
     result, runs = run_explain_job(job, progress)
+    if result is None:
+        raise DiffsightError("the demo writes one report: run it as one process, not under torchrun")
     return result, runs, time.perf_counter() - start
