@@ -45,6 +45,14 @@ def impute(
         Path | None, typer.Option("--save-model", help="Save the fitted model to this folder.")
     ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the training progress bar.")] = True,
+    linear_prior: Annotated[
+        str,
+        typer.Option(
+            "--linear-prior",
+            help="Gaussian baseline the network corrects: none (default), residual (best on near-linear "
+            "tables), or input.",
+        ),
+    ] = "none",
 ) -> None:
     """Fill the empty cells of a CSV with a diffusion model trained on the file's own observed cells."""
     from diffsight.atomic import write_bytes_atomic
@@ -63,7 +71,7 @@ def impute(
             raise DiffsightError("--model uses a fitted model: drop --steps, --epochs and --categorical")
         fitted = TabularDiffusion.load(model)
     else:
-        config = TableDiffusionConfig(seed=seed, samples=samples)
+        config = TableDiffusionConfig(seed=seed, samples=samples, linear_prior=linear_prior)
         if epochs is not None:
             steps = max(1, math.ceil(epochs * len(frame) / config.batch_size))
         config = config.replace(steps=steps)

@@ -4,7 +4,8 @@ Numeric columns go through a quantile transform to a standard normal, categorica
 code (:mod:`.transforms`); an MLP denoiser with EDM preconditioning is trained by self-supervised masking to
 generate the hidden cells of a row from the given ones (:mod:`.network`, :mod:`.fit`); any sampler of
 :mod:`diffsight.sampling` draws K completions per row (:mod:`.draw`), whose spread is turned into
-split-conformal intervals on cells withheld from training (:mod:`.conformal`). See docs/tables.md.
+split-conformal intervals on cells withheld from training (:mod:`.conformal`). Optionally a Gaussian fitted by
+EM gives the network a linear baseline to correct (:mod:`.gaussian`). See docs/tables.md.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from diffsight.tasks.tables.config import TableDiffusionConfig
 from diffsight.tasks.tables.conformal import conformal_scale, conformity_scores, interval_from_samples
 from diffsight.tasks.tables.draw import draw_rows
+from diffsight.tasks.tables.gaussian import GaussianPrior, gaussian_conditional
 from diffsight.tasks.tables.io import read_table
 from diffsight.tasks.tables.model import ImputationResult, TabularDiffusion
 from diffsight.tasks.tables.network import RowCondition, TableBackbone, masked_edm_loss
@@ -20,6 +22,7 @@ from diffsight.tasks.tables.transforms import QuantileNormal, TableEncoder
 
 __all__ = [
     "ColumnSpec",
+    "GaussianPrior",
     "ImputationResult",
     "QuantileNormal",
     "RowCondition",
@@ -31,6 +34,7 @@ __all__ = [
     "conformal_scale",
     "conformity_scores",
     "draw_rows",
+    "gaussian_conditional",
     "infer_columns",
     "interval_from_samples",
     "masked_edm_loss",

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from diffsight.errors import DiffsightError
+from diffsight.errors import DiffsightError, unknown_name
 
-__all__ = ["TableDiffusionConfig"]
+__all__ = ["LINEAR_PRIORS", "TableDiffusionConfig"]
+
+LINEAR_PRIORS = ("residual", "input", "none")
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,16 @@ class TableDiffusionConfig:
     split-conformal intervals. Sampling: ``sampler`` from :data:`diffsight.sampling.SAMPLERS` over
     ``sampling_steps`` Karras steps from ``sigma_max``; ``samples`` draws per row. ``seed`` fixes initial
     weights, masks and noise.
+
+    Linear baseline (:mod:`~diffsight.tasks.tables.gaussian`): ``linear_prior`` is ``"none"`` (default: no
+    Gaussian, the original model), ``"residual"`` (a Gaussian fitted by EM gives every row the conditional mean
+    ``g`` and standard deviation ``s`` of its hidden coordinates; the network sees them and the diffusion runs
+    over the standardised residual ``(x - g) / s``, so an untrained network already draws from the Gaussian
+    conditional) or ``"input"`` (``g`` and ``s`` are only extra inputs; the diffusion runs over ``x``). On
+    near-linear tables ``"residual"`` is far better, on small non-linear ones worse (BENCHMARKS.md).
+    ``prior_ridge`` is the Gaussian's diagonal ridge relative to its mean variance. ``prior_folds``: during
+    training a row's ``g`` and ``s`` come from a Gaussian fitted without the row's fold (cross-fitting, so the
+    network learns how good the baseline is on rows it did not see, as at imputation time); 0 or 1 = no folds.
     """
 
     hidden: int = 128
@@ -47,6 +59,9 @@ class TableDiffusionConfig:
     sampling_steps: int = 18
     samples: int = 50
     seed: int = 0
+    linear_prior: str = "none"
+    prior_ridge: float = 0.01
+    prior_folds: int = 5
 
     def __post_init__(self) -> None:
         positive = {
@@ -65,6 +80,12 @@ class TableDiffusionConfig:
             raise DiffsightError(f"calibration_fraction must lie in [0, 0.5), got {self.calibration_fraction}")
         if not 0.0 <= self.uncond_prob <= 1.0 or not 0.0 <= self.dropout < 1.0 or self.cond_noise < 0:
             raise DiffsightError("uncond_prob must lie in [0, 1], dropout in [0, 1) and cond_noise >= 0")
+        if self.linear_prior not in LINEAR_PRIORS:
+            raise unknown_name("linear prior", str(self.linear_prior), list(LINEAR_PRIORS))
+        if self.prior_ridge < 0 or not isinstance(self.prior_folds, int) or self.prior_folds < 0:
+            raise DiffsightError(
+                f"need prior_ridge >= 0 and prior_folds >= 0, got {self.prior_ridge}, {self.prior_folds}"
+            )
         if self.lr <= 0 or not 0.0 <= self.ema_decay < 1.0 or not 0 < self.sigma_min < self.sigma_max:
             raise DiffsightError("need lr > 0, ema_decay in [0, 1) and 0 < sigma_min < sigma_max")
 

@@ -9,6 +9,11 @@ Two ways to condition, both wrapping the same denoiser and an unmodified sampler
   (a fresh forward-noised copy of the known values), and the estimate of those coordinates by ``y``. It needs a
   network that can draw whole rows (trained with ``uncond_prob > 0``) and is measured against the conditional
   way in benchmarks/tables.py.
+
+With a Gaussian prior (``config.linear_prior != "none"``), the network also gets each row's Gaussian
+conditional mean ``g`` and standard deviation ``s`` (given the conditioned cells; for ``"repaint"``, given
+nothing, since the network is told nothing). With ``"residual"`` the sampler integrates the standardised
+residual ``r`` and a draw is ``x = g + s r``; RePaint's known values enter in the same coordinates.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import torch
 from diffsight.errors import DiffsightError, unknown_name
 from diffsight.sampling import get_sampler, karras_sigmas
 from diffsight.tasks.tables.config import TableDiffusionConfig
+from diffsight.tasks.tables.gaussian import GaussianPrior
 from diffsight.tasks.tables.network import RowCondition
 
 __all__ = ["ConditionMethod", "draw_rows"]
@@ -33,16 +39,18 @@ _CHUNK = 16384  # rows per sampler call: bounds memory on big tables
 class _Replacement(torch.nn.Module):
     """``D'(x, sigma) = m y + (1 - m) D(m (y + sigma n) + (1 - m) x, sigma)``: RePaint's replacement as a denoiser."""
 
-    def __init__(self, denoiser: Any, cond: RowCondition, generator: torch.Generator) -> None:
+    def __init__(
+        self, denoiser: Any, cond: RowCondition, generator: torch.Generator, net_cond: RowCondition | None = None
+    ) -> None:
         super().__init__()
-        self.denoiser, self.cond, self.generator = denoiser, cond, generator
+        self.denoiser, self.cond, self.generator, self.net_cond = denoiser, cond, generator, net_cond
         self.sigma_min, self.sigma_max = denoiser.sigma_min, denoiser.sigma_max
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: Any = None) -> torch.Tensor:
         y, m = self.cond.values.to(x.dtype), self.cond.mask.to(x.dtype)
         noise = torch.randn(x.shape, generator=self.generator, dtype=x.dtype)
         x_known = y + sigma.reshape(-1, 1) * noise  # (B, D)
-        x0 = self.denoiser(m * x_known + (1 - m) * x, sigma, None)
+        x0 = self.denoiser(m * x_known + (1 - m) * x, sigma, self.net_cond)
         return m * y + (1 - m) * x0
 
 
@@ -55,6 +63,7 @@ def draw_rows(
     *,
     generator: torch.Generator,
     method: ConditionMethod = "conditional",
+    prior: GaussianPrior | None = None,
 ) -> np.ndarray:
     """K encoded samples of each row, the given coordinates held at their values.
 
@@ -66,6 +75,7 @@ def draw_rows(
         config: sampler, steps and sigma range.
         generator: the source of all noise.
         method: ``"conditional"`` or ``"repaint"`` (see the module docstring).
+        prior: the fitted Gaussian, required unless ``config.linear_prior == "none"``.
 
     Returns (N, K, D) float64 samples; given coordinates equal ``values``.
     """
@@ -75,6 +85,10 @@ def draw_rows(
     given = np.asarray(given, dtype=bool)
     if values.shape != given.shape or values.ndim != 2:
         raise DiffsightError(f"values and given must both be (N, D), got {values.shape} and {given.shape}")
+    use_prior = config.linear_prior != "none"
+    if use_prior and prior is None:
+        raise DiffsightError(f"linear_prior={config.linear_prior!r} needs the fitted Gaussian prior")
+    residual = config.linear_prior == "residual"
     sampler = get_sampler(config.sampler)
     sigmas = karras_sigmas(config.sampling_steps, config.sigma_min, config.sigma_max).to(torch.float32)
     n, dim = values.shape
@@ -84,12 +98,19 @@ def draw_rows(
         stop = min(n, start + rows_per_chunk)
         m = torch.as_tensor(given[start:stop], dtype=torch.float32)
         y = torch.as_tensor(values[start:stop], dtype=torch.float32) * m
-        cond = RowCondition(y, m).repeat(k)  # (rows * K, D)
+        told = m if method == "conditional" else torch.zeros_like(m)  # what the network is told
+        g, s = prior.conditional(y, told) if use_prior else (torch.zeros_like(y), torch.ones_like(y))  # type: ignore[union-attr]
+        net = RowCondition(y, told, g, s) if use_prior else (RowCondition(y, m) if method == "conditional" else None)
         x = torch.randn((stop - start) * k, dim, generator=generator) * config.sigma_max
         if method == "conditional":
-            z = sampler(denoiser, x, sigmas, cond=cond, generator=generator)
+            z = sampler(denoiser, x, sigmas, cond=net.repeat(k), generator=generator)  # type: ignore[union-attr]
         else:
-            z = sampler(_Replacement(denoiser, cond, generator), x, sigmas, generator=generator)
-        z = z.detach().double().reshape(stop - start, k, dim).numpy()  # (rows * K, D) -> (rows, K, D)
+            known = RowCondition((y - g) / s * m if residual else y, m)  # the known values in the sampled space
+            rep = _Replacement(denoiser, known.repeat(k), generator, None if net is None else net.repeat(k))
+            z = sampler(rep, x, sigmas, generator=generator)
+        z = z.detach().reshape(stop - start, k, dim)  # (rows * K, D) -> (rows, K, D)
+        if residual:
+            z = g[:, None, :] + s[:, None, :] * z
+        z = z.double().numpy()
         out[start:stop] = np.where(given[start:stop, None, :], values[start:stop, None, :], z)
     return out

@@ -33,6 +33,7 @@ from diffsight.tasks.tables.config import TableDiffusionConfig
 from diffsight.tasks.tables.conformal import conformal_scale, conformity_scores, interval_from_samples
 from diffsight.tasks.tables.draw import ConditionMethod, draw_rows
 from diffsight.tasks.tables.fit import ProgressFn, build_denoiser, train_denoiser
+from diffsight.tasks.tables.gaussian import GaussianPrior
 from diffsight.tasks.tables.schema import ColumnSpec, check_table, infer_columns
 from diffsight.tasks.tables.transforms import TableEncoder
 
@@ -83,7 +84,11 @@ class TabularDiffusion:
         config: TableDiffusionConfig,
         scores: np.ndarray,
         info: dict[str, Any] | None = None,
+        prior: GaussianPrior | None = None,
     ) -> None:
+        if config.linear_prior != "none" and prior is None:
+            raise DiffsightError(f"linear_prior={config.linear_prior!r} needs the fitted Gaussian prior")
+        self.prior = prior
         self.encoder = encoder
         self.denoiser = denoiser
         self.config = config
@@ -120,8 +125,22 @@ class TabularDiffusion:
         encoder = TableEncoder.fit(frame.mask(pd.DataFrame(calib, index=frame.index, columns=frame.columns)), specs)
         encoded = encoder.encode(frame)
         train_obs = encoded.observed & ~calib
-        denoiser, losses = train_denoiser(encoded.values, train_obs, encoder.coord_column, config, progress=progress)
-        model = cls(encoder, denoiser, config, np.zeros(0))
+        prior, fold_priors, fold = None, None, None
+        if config.linear_prior != "none":  # the linear baseline, fitted on the training cells only
+            coord_obs = train_obs[:, encoder.coord_column]  # (N, n_columns) -> (N, D)
+            prior = GaussianPrior.fit(encoded.values, coord_obs, ridge=config.prior_ridge)
+            fold_priors, fold = _fold_priors(encoded.values, coord_obs, config)
+        denoiser, losses = train_denoiser(
+            encoded.values,
+            train_obs,
+            encoder.coord_column,
+            config,
+            prior=prior,
+            fold_priors=fold_priors,
+            fold=fold,
+            progress=progress,
+        )
+        model = cls(encoder, denoiser, config, np.zeros(0), prior=prior)
         scores = model._calibrate(encoded.values, train_obs, calib)
         model.scores = scores
         model.info = {
@@ -139,7 +158,9 @@ class TabularDiffusion:
             return np.zeros(0)
         generator = torch.Generator().manual_seed(self.config.seed + 2)
         given = train_obs[rows][:, self.encoder.coord_column]  # (R, n_columns) -> (R, D)
-        draws = draw_rows(self.denoiser, values[rows], given, self.config.samples, self.config, generator=generator)
+        draws = draw_rows(
+            self.denoiser, values[rows], given, self.config.samples, self.config, generator=generator, prior=self.prior
+        )
         r, j = np.nonzero(calib[rows])
         coord = np.asarray([self.encoder.slices[c].start for c in j])
         return conformity_scores(draws[r, :, coord], values[rows][r, coord])
@@ -185,7 +206,14 @@ class TabularDiffusion:
         generator = torch.Generator().manual_seed(self.config.seed if seed is None else seed)
         given = encoded.observed[rows][:, self.encoder.coord_column]
         draws = draw_rows(
-            self.denoiser, encoded.values[rows], given, k, self.config, generator=generator, method=method
+            self.denoiser,
+            encoded.values[rows],
+            given,
+            k,
+            self.config,
+            generator=generator,
+            method=method,
+            prior=self.prior,
         )
         filled = frame.copy()
         lower = pd.DataFrame(np.nan, index=frame.index, columns=frame.columns)
@@ -234,7 +262,9 @@ class TabularDiffusion:
             raise DiffsightError(f"the number of rows to draw must be a positive integer, got {n!r}")
         generator = torch.Generator().manual_seed(self.config.seed if seed is None else seed)
         zeros = np.zeros((n, self.encoder.dim))
-        draws = draw_rows(self.denoiser, zeros, zeros.astype(bool), 1, self.config, generator=generator)
+        draws = draw_rows(
+            self.denoiser, zeros, zeros.astype(bool), 1, self.config, generator=generator, prior=self.prior
+        )
         return self.encoder.decode(draws[:, 0, :])
 
     # --- persistence ------------------------------------------------------------------------------------------
@@ -245,6 +275,8 @@ class TabularDiffusion:
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {f"denoiser.{k}": v.detach().cpu().contiguous() for k, v in self.denoiser.state_dict().items()}
         tensors["calibration.scores"] = torch.as_tensor(self.scores, dtype=torch.float64)
+        if self.prior is not None:
+            tensors.update(self.prior.to_tensors())
         meta = {
             "format": FORMAT,
             "version": VERSION,
@@ -268,17 +300,20 @@ class TabularDiffusion:
             raise DiffsightError(f"cannot read {folder / META}: {err}") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
             raise DiffsightError(f"{folder / META} is not a {FORMAT} version {VERSION} file")
-        config = TableDiffusionConfig.from_json(meta["config"])
+        settings = dict(meta["config"])
+        settings.setdefault("linear_prior", "none")  # saved before the option existed: the model had no prior
+        config = TableDiffusionConfig.from_json(settings)
         encoder = TableEncoder.from_json(meta["transform"])
         tensors = load_file(str(folder / WEIGHTS))
         denoiser = build_denoiser(encoder.dim, config)
         state = {k.removeprefix("denoiser."): v for k, v in tensors.items() if k.startswith("denoiser.")}
+        prior = GaussianPrior.from_tensors(tensors) if config.linear_prior != "none" else None
         try:
             denoiser.load_state_dict(state, strict=True)
         except RuntimeError as err:
             raise DiffsightError(f"the weights in {folder / WEIGHTS} do not fit its table.json: {err}") from None
         scores = tensors.get("calibration.scores", torch.zeros(0)).numpy()
-        return cls(encoder, denoiser.eval().requires_grad_(False), config, scores, meta.get("info"))
+        return cls(encoder, denoiser.eval().requires_grad_(False), config, scores, meta.get("info"), prior=prior)
 
 
 def _calibration_cells(frame: pd.DataFrame, specs: list[ColumnSpec], config: TableDiffusionConfig) -> np.ndarray:
@@ -290,3 +325,20 @@ def _calibration_cells(frame: pd.DataFrame, specs: list[ColumnSpec], config: Tab
         if spec.kind != "numeric" or (observed[:, j] & ~calib[:, j]).sum() < 2:
             calib[:, j] = False
     return calib
+
+
+def _fold_priors(
+    values: np.ndarray, observed: np.ndarray, config: TableDiffusionConfig
+) -> tuple[list[GaussianPrior] | None, np.ndarray | None]:
+    """Gaussians fitted without each of ``prior_folds`` random folds of the rows, and the fold of every row.
+
+    ``(None, None)`` when folds are off, or when some fold's complement leaves a coordinate with < 2 values.
+    """
+    k, n = config.prior_folds, values.shape[0]
+    if k < 2 or n < 2 * k:
+        return None, None
+    fold = np.random.default_rng(config.seed + 4).permutation(n) % k
+    if any((observed[fold != f].sum(axis=0) < 2).any() for f in range(k)):
+        return None, None
+    fitted = [GaussianPrior.fit(values[fold != f], observed[fold != f], ridge=config.prior_ridge) for f in range(k)]
+    return fitted, fold

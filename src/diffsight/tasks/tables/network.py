@@ -31,6 +31,8 @@ class RowCondition:
 
     values: torch.Tensor
     mask: torch.Tensor
+    prior_mean: torch.Tensor | None = None
+    prior_std: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.values.shape != self.mask.shape or self.values.ndim != 2:
@@ -38,10 +40,19 @@ class RowCondition:
                 f"condition values and mask must both be (B, D); got {tuple(self.values.shape)} and "
                 f"{tuple(self.mask.shape)}"
             )
+        if (self.prior_mean is None) != (self.prior_std is None):
+            raise DiffsightError("give both prior_mean and prior_std, or neither")
+        for t in (self.prior_mean, self.prior_std):
+            if t is not None and t.shape != self.values.shape:
+                raise ShapeError(f"the Gaussian prior is {tuple(t.shape)} for rows {tuple(self.values.shape)}")
 
     def repeat(self, k: int) -> RowCondition:
         """Each row repeated ``k`` times in place: (B, D) -> (B * k, D), row b at b*k .. b*k+k-1."""
-        return RowCondition(self.values.repeat_interleave(k, 0), self.mask.repeat_interleave(k, 0))
+
+        def rep(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.repeat_interleave(k, 0)
+
+        return RowCondition(rep(self.values), rep(self.mask), rep(self.prior_mean), rep(self.prior_std))  # type: ignore[arg-type]
 
 
 class TableBackbone(nn.Module):
@@ -53,17 +64,34 @@ class TableBackbone(nn.Module):
         depth: number of residual blocks.
         emb_dim: width of the noise-level embedding.
         dropout: dropout inside each block (small tables overfit).
+        prior: also take the Gaussian conditional mean ``g`` and standard deviation ``s`` of the hidden
+            coordinates (``RowCondition.prior_mean``, ``.prior_std``) as inputs: ``[..., g (1 - m), s (1 - m)]``.
     """
 
-    def __init__(self, dim: int, hidden: int = 256, depth: int = 4, emb_dim: int = 64, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        hidden: int = 256,
+        depth: int = 4,
+        emb_dim: int = 64,
+        dropout: float = 0.0,
+        prior: bool = False,
+    ) -> None:
         super().__init__()
         if dim < 1 or hidden < 1 or depth < 1 or emb_dim < 2 or not 0.0 <= dropout < 1.0:
             raise DiffsightError("TableBackbone needs dim, hidden, depth >= 1, emb_dim >= 2 and dropout in [0, 1)")
-        self.config = {"dim": dim, "hidden": hidden, "depth": depth, "emb_dim": emb_dim, "dropout": dropout}
+        self.config = {
+            "dim": dim,
+            "hidden": hidden,
+            "depth": depth,
+            "emb_dim": emb_dim,
+            "dropout": dropout,
+            "prior": prior,
+        }
         generator = torch.Generator().manual_seed(0)  # fixed frequencies: part of the architecture
         self.register_buffer("freqs", torch.randn(emb_dim // 2, generator=generator) * 4.0)
         self.embed = nn.Sequential(nn.Linear(2 * (emb_dim // 2), emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.inp = nn.Linear(3 * dim, hidden)
+        self.inp = nn.Linear((5 if prior else 3) * dim, hidden)
         self.blocks = nn.ModuleList(
             nn.ModuleDict(
                 {
@@ -84,7 +112,7 @@ class TableBackbone(nn.Module):
         dim = self.config["dim"]
         if x_in.ndim != 2 or x_in.shape[1] != dim:
             raise ShapeError(f"TableBackbone expects rows shaped (B, {dim}), got {tuple(x_in.shape)}")
-        if cond is None:  # nothing given: every coordinate is generated
+        if cond is None and not self.config["prior"]:  # nothing given: every coordinate is generated
             values, mask = torch.zeros_like(x_in), torch.zeros_like(x_in)
         elif isinstance(cond, RowCondition):
             if cond.values.shape != x_in.shape:
@@ -94,7 +122,12 @@ class TableBackbone(nn.Module):
             raise DiffsightError(f"cond must be a RowCondition or None, got {type(cond).__name__}")
         angles = 2 * math.pi * c_noise.to(x_in.dtype)[:, None] * self.freqs[None, :]  # (B, emb_dim/2)
         emb = nn.functional.silu(self.embed(torch.cat([angles.sin(), angles.cos()], dim=1)))  # (B, emb_dim)
-        h = self.inp(torch.cat([x_in * (1 - mask), values * mask, mask], dim=1))  # (B, 3D) -> (B, hidden)
+        parts = [x_in * (1 - mask), values * mask, mask]
+        if self.config["prior"]:
+            if cond.prior_mean is None or cond.prior_std is None:
+                raise DiffsightError("this network was built with the Gaussian prior: the condition must carry it")
+            parts += [cond.prior_mean.to(x_in.dtype) * (1 - mask), cond.prior_std.to(x_in.dtype) * (1 - mask)]
+        h = self.inp(torch.cat(parts, dim=1))  # (B, 3D or 5D) -> (B, hidden)
         for block in self.blocks:
             z = nn.functional.silu(block["norm"](h)) + block["emb"](emb)
             h = h + block["fc2"](block["drop"](nn.functional.silu(block["fc1"](z))))
