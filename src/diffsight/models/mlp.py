@@ -16,7 +16,33 @@ from torch import nn
 from diffsight.errors import DiffsightError
 from diffsight.models.labels import class_labels
 
-__all__ = ["SigmaMLP"]
+__all__ = ["SigmaMLP", "residual_blocks", "run_residual_blocks"]
+
+
+def residual_blocks(hidden: int, emb_dim: int, depth: int, dropout: float = 0.0) -> nn.ModuleList:
+    """``depth`` pre-norm residual MLP blocks, each told the noise (and class) embedding through a linear map:
+    h <- h + fc2(dropout(silu(fc1(silu(norm(h)) + emb_proj(e))))). Dropout has no weights, so models saved with
+    and without it share their keys."""
+    return nn.ModuleList(
+        nn.ModuleDict(
+            {
+                "norm": nn.LayerNorm(hidden),
+                "emb": nn.Linear(emb_dim, hidden),
+                "fc1": nn.Linear(hidden, hidden),
+                "drop": nn.Dropout(dropout),
+                "fc2": nn.Linear(hidden, hidden),
+            }
+        )
+        for _ in range(depth)
+    )
+
+
+def run_residual_blocks(blocks: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    """Apply :func:`residual_blocks` to hidden states h (B, hidden) with the embedding emb (B, emb_dim)."""
+    for block in blocks:
+        z = nn.functional.silu(block["norm"](h)) + block["emb"](emb)
+        h = h + block["fc2"](block["drop"](nn.functional.silu(block["fc1"](z))))
+    return h
 
 
 class SigmaMLP(nn.Module):
@@ -57,17 +83,7 @@ class SigmaMLP(nn.Module):
         self.null_class: int | None = num_classes if num_classes > 0 else None
         self.class_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes > 0 else None
         self.inp = nn.Linear(dim, hidden)
-        self.blocks = nn.ModuleList(
-            nn.ModuleDict(
-                {
-                    "norm": nn.LayerNorm(hidden),
-                    "emb": nn.Linear(emb_dim, hidden),
-                    "fc1": nn.Linear(hidden, hidden),
-                    "fc2": nn.Linear(hidden, hidden),
-                }
-            )
-            for _ in range(depth)
-        )
+        self.blocks = residual_blocks(hidden, emb_dim, depth)
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, dim))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
@@ -81,8 +97,4 @@ class SigmaMLP(nn.Module):
         if self.class_embed is not None:
             emb = emb + self.class_embed(labels)
         emb = nn.functional.silu(emb)
-        h = self.inp(x_in)
-        for block in self.blocks:
-            z = nn.functional.silu(block["norm"](h)) + block["emb"](emb)
-            h = h + block["fc2"](nn.functional.silu(block["fc1"](z)))
-        return self.out(h)
+        return self.out(run_residual_blocks(self.blocks, self.inp(x_in), emb))

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from diffsight.errors import DiffsightError, ShapeError
+from diffsight.models.mlp import residual_blocks, run_residual_blocks
 
 __all__ = ["RowCondition", "TableBackbone", "masked_edm_loss"]
 
@@ -92,18 +93,7 @@ class TableBackbone(nn.Module):
         self.register_buffer("freqs", torch.randn(emb_dim // 2, generator=generator) * 4.0)
         self.embed = nn.Sequential(nn.Linear(2 * (emb_dim // 2), emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.inp = nn.Linear((5 if prior else 3) * dim, hidden)
-        self.blocks = nn.ModuleList(
-            nn.ModuleDict(
-                {
-                    "norm": nn.LayerNorm(hidden),
-                    "emb": nn.Linear(emb_dim, hidden),
-                    "fc1": nn.Linear(hidden, hidden),
-                    "drop": nn.Dropout(dropout),
-                    "fc2": nn.Linear(hidden, hidden),
-                }
-            )
-            for _ in range(depth)
-        )
+        self.blocks = residual_blocks(hidden, emb_dim, depth, dropout)
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, dim))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
@@ -128,10 +118,7 @@ class TableBackbone(nn.Module):
                 raise DiffsightError("this network was built with the Gaussian prior: the condition must carry it")
             parts += [cond.prior_mean.to(x_in.dtype) * (1 - mask), cond.prior_std.to(x_in.dtype) * (1 - mask)]
         h = self.inp(torch.cat(parts, dim=1))  # (B, 3D or 5D) -> (B, hidden)
-        for block in self.blocks:
-            z = nn.functional.silu(block["norm"](h)) + block["emb"](emb)
-            h = h + block["fc2"](block["drop"](nn.functional.silu(block["fc1"](z))))
-        return self.out(h)
+        return self.out(run_residual_blocks(self.blocks, h, emb))
 
 
 def masked_edm_loss(
