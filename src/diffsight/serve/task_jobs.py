@@ -98,7 +98,7 @@ def run_reconstruct(
     """POST /v1/reconstruct: K posterior samples -> mean, per-pixel std, and (optionally) calibrated intervals."""
     from diffsight.tasks.baselines import baseline_reconstruction, psnr, ssim
     from diffsight.tasks.conformal import coverage_report
-    from diffsight.tasks.image_job import DEFAULT_METHODS, ReconstructJob, _calibrate, build_operator
+    from diffsight.tasks.image_job import DEFAULT_METHODS, ReconstructJob, build_operator, calibrate_on_heldout
     from diffsight.tasks.posterior import reconstruct
 
     start = time.perf_counter()
@@ -185,7 +185,7 @@ def run_reconstruct(
         out["baseline_ssim"] = _finite(ssim(base, truth), 4)
     if body.intervals:
         with torch.no_grad():
-            calibration = _calibrate(guarded, op, method, spec, options)
+            calibration = calibrate_on_heldout(guarded, op, method, spec, options)
         if calibration is None:
             out["intervals_note"] = f"not available: {model.name} has no held-out images to calibrate on"
         else:

@@ -37,7 +37,15 @@ from diffsight.tasks.operators import (
 from diffsight.tasks.posterior import reconstruct
 from diffsight.tasks.radon import RadonOperator, sparse_view_angles
 
-__all__ = ["DEFAULT_METHODS", "TASKS", "ReconstructJob", "ReconstructResult", "build_operator", "run_reconstruct_job"]
+__all__ = [
+    "DEFAULT_METHODS",
+    "TASKS",
+    "ReconstructJob",
+    "ReconstructResult",
+    "build_operator",
+    "calibrate_on_heldout",
+    "run_reconstruct_job",
+]
 
 TASKS: tuple[str, ...] = ("inpaint", "denoise", "superres", "deblur", "ct", "mri")
 DEFAULT_METHODS: dict[str, str] = {
@@ -258,7 +266,7 @@ def run_reconstruct_job(job: ReconstructJob) -> ReconstructResult:
         stem = job.out.with_suffix("")
         suffix = job.out.suffix
         files.append(_write(rec.std, Path(f"{stem}-std{suffix}"), heat=True))
-        calibration = _calibrate(loaded, op, method, job, options)
+        calibration = calibrate_on_heldout(loaded, op, method, job, options)
         if calibration is not None:
             lo, hi = calibration.intervals(rec.mean, rec.std)
             files.append(_write(lo, Path(f"{stem}-lower{suffix}")))
@@ -280,7 +288,11 @@ def run_reconstruct_job(job: ReconstructJob) -> ReconstructResult:
     return ReconstructResult(tuple(files), summary)
 
 
-def _calibrate(loaded: Any, op: LinearOperator, method: str, job: ReconstructJob, options: dict[str, Any]) -> Any:
+def calibrate_on_heldout(
+    loaded: Any, op: LinearOperator, method: str, job: ReconstructJob, options: dict[str, Any]
+) -> Any:
+    """Split-conformal calibration of the per-pixel intervals on the model's held-out images (reconstructed with
+    the same operator, solver and options), or None when the model holds none out or too few for ``job.alpha``."""
     from diffsight.metrics.model_eval import heldout_data_of
 
     try:
