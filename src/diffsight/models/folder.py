@@ -159,17 +159,24 @@ def _read_json(path: Path) -> dict[str, Any]:
     return value
 
 
+def load_diffusers_module(cls: Any, folder: str | Path, what: str) -> nn.Module:
+    """``cls.from_pretrained`` on a diffusers folder (``config.json`` + safetensors; never pickled weights), with
+    errors that name the folder and the part (``what``: "UNet", "autoencoder", ...)."""
+    path = Path(folder)
+    if not (path / "config.json").is_file():
+        raise DiffsightError(f"{path}: no config.json; is this a diffusers {what} folder?")
+    if not any(path.glob("*.safetensors")):
+        raise DiffsightError(f"{path}: no .safetensors weights (diffsight never loads pickled .bin files)")
+    try:
+        return cls.from_pretrained(str(path), use_safetensors=True)
+    except Exception as err:  # diffusers raises many kinds; the message is what the user needs
+        raise DiffsightError(f"{path}: cannot load the {what} ({type(err).__name__}: {err})") from None
+
+
 def _load_unet(folder: Path) -> nn.Module:
     from diffusers import UNet2DModel
 
-    if not (folder / "config.json").is_file():
-        raise DiffsightError(f"{folder}: no config.json; is this a diffusers UNet folder?")
-    if not any(folder.glob("*.safetensors")):
-        raise DiffsightError(f"{folder}: no .safetensors weights (diffsight never loads pickled .bin files)")
-    try:
-        return UNet2DModel.from_pretrained(str(folder), use_safetensors=True)
-    except Exception as err:  # diffusers raises many kinds; the message is what the user needs
-        raise DiffsightError(f"{folder}: cannot load the UNet ({type(err).__name__}: {err})") from None
+    return load_diffusers_module(UNet2DModel, folder, "UNet")
 
 
 def _load_mlp(folder: Path) -> SigmaMLP:

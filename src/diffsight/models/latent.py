@@ -127,15 +127,9 @@ def load_autoencoder(folder: str | Path) -> nn.Module:
     """An ``AutoencoderKL`` from a diffusers folder (``config.json`` + safetensors; never pickled weights)."""
     from diffusers import AutoencoderKL
 
-    path = Path(folder)
-    if not (path / "config.json").is_file():
-        raise DiffsightError(f"{path}: no config.json; is this a diffusers AutoencoderKL folder?")
-    if not any(path.glob("*.safetensors")):
-        raise DiffsightError(f"{path}: no .safetensors weights (diffsight never loads pickled .bin files)")
-    try:
-        return AutoencoderKL.from_pretrained(str(path), use_safetensors=True)
-    except Exception as err:  # diffusers raises many kinds; the message is what the user needs
-        raise DiffsightError(f"{path}: cannot load the autoencoder ({type(err).__name__}: {err})") from None
+    from diffsight.models.folder import load_diffusers_module
+
+    return load_diffusers_module(AutoencoderKL, folder, "AutoencoderKL")
 
 
 @dataclass
