@@ -91,10 +91,14 @@ def start_server(
         if proc.poll() is not None:
             pytest.fail(f"the server exited with {proc.returncode}:\n{server.log_tail()}")
         try:
-            if httpx.get(f"{server.url}/readyz", timeout=2.0).status_code == 200:
-                return server
+            ready = httpx.get(f"{server.url}/readyz", timeout=2.0)
         except httpx.TransportError:
-            pass
+            ready = None
+        if ready is not None and ready.status_code == 200:
+            return server
+        if ready is not None and "could not load" in ready.json().get("detail", ""):
+            server.stop()  # loading failed for good: say why now rather than after the timeout
+            pytest.fail(f"the server could not load its models:\n{server.log_tail()}")
         time.sleep(0.2)
     server.stop()
     pytest.fail(f"the server was not ready after {READY_TIMEOUT:.0f} s:\n{server.log_tail()}")

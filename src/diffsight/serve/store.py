@@ -79,7 +79,7 @@ class TraceStore:
             self._fs.rm_file(path)
         except Exception as err:  # every backend raises its own errors
             raise DiffsightError(
-                f"cannot write to the artifact root {self.root}: {type(err).__name__}: {err}"
+                f"cannot write to the artifact root {self.root}: {type(err).__name__}: {err}{_backend_hint(self._fs)}"
             ) from None
         if not ok:
             raise DiffsightError(f"the artifact root {self.root} did not return what was written to it")
@@ -139,3 +139,16 @@ class TraceStore:
             raise DiffsightError(f"stored trace {trace_id} holds trace {trace.id}: the artifact root was altered")
         self._remember(trace)
         return trace
+
+
+def _backend_hint(fs: object) -> str:
+    """A hint when the filesystem package is too old to work (s3fs before the 2021 async rewrite lacks pipe_file)."""
+    module = type(fs).__module__.split(".")[0]
+    if module != "s3fs":
+        return ""
+    from importlib.metadata import version
+
+    installed = version("s3fs")
+    if int(installed.split(".")[0]) >= 2021:
+        return ""
+    return f" (s3fs {installed} is too old: pip install 'diffsight[cloud]' asks for s3fs>=2024.1)"
