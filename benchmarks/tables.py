@@ -1,14 +1,16 @@
 """Table imputation benchmark: diffusion model vs mean, KNN and iterative imputation, plus interval coverage.
 
-    .venv/bin/python benchmarks/tables.py [--seed S] [--steps N] [--samples K] [--linear-prior P]
-        [--tables NAME ...] [--quick] [--json out.json]
+    .venv/bin/python benchmarks/tables.py [--seed S] [--steps N] [--samples K] [--linear-prior P] [--no-stack]
+        [--calibration-given others|training] [--no-repaint] [--tables NAME ...] [--quick] [--json out.json]
 
 Data: scikit-learn's bundled breast cancer (569 x 30), wine (178 x 13) and diabetes (442 x 10) tables
 (``sklearn.datasets.load_*``, no download). 20% of the cells are hidden completely at random (seeded). Every
 imputer sees only the table with holes. Score: RMSE over the hidden cells, each column divided by its standard
 deviation (so every column weighs the same), and the share of hidden values inside the stated 90% intervals
 (the scikit-learn imputers give none). The baselines run on columns standardised with the observed mean and
-standard deviation (KNN distances need comparable scales); the diffusion model sees the raw table.
+standard deviation (KNN distances need comparable scales); the diffusion model sees the raw table. "diffusion" is
+the model's filled value (by default the draws' mean stacked with its linear fill, weight ``w``), "draws only"
+the mean of the same draws without the linear fill.
 """
 
 from __future__ import annotations
@@ -61,7 +63,15 @@ def _baselines(holed: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def run(
-    steps: int, samples: int, seed: int, quick: bool, linear_prior: str = "residual", tables: list[str] | None = None
+    steps: int,
+    samples: int,
+    seed: int,
+    quick: bool,
+    linear_prior: str = "none",
+    tables: list[str] | None = None,
+    stack: bool = True,
+    repaint: bool = True,
+    calibration_given: str = "others",
 ) -> dict[str, dict[str, float]]:
     torch.set_num_threads(1)
     report: dict[str, dict[str, float]] = {}
@@ -74,7 +84,14 @@ def run(
         hide = _holes(full, seed)
         holed = full.mask(hide)
         row = {name_: _rmse(f, full, hide) for name_, f in _baselines(holed).items()}
-        config = TableDiffusionConfig(steps=steps, samples=samples, seed=seed, linear_prior=linear_prior)
+        config = TableDiffusionConfig(
+            steps=steps,
+            samples=samples,
+            seed=seed,
+            linear_prior=linear_prior,
+            stack_linear=stack,
+            calibration_given=calibration_given,
+        )
         if quick:
             config = config.replace(hidden=32, depth=1, sampling_steps=6, steps=min(steps, 100), samples=8)
         started = time.perf_counter()
@@ -82,11 +99,14 @@ def run(
         fit_s = time.perf_counter() - started
         result = model.impute(holed, coverage=COVERAGE)
         inside = ((full >= result.lower) & (full <= result.upper)).to_numpy()[hide]
-        repaint = model.impute(holed, coverage=COVERAGE, method="repaint")
+        draws_only = model.impute(holed, coverage=COVERAGE, stack=False) if result.stack_weight < 1 else result
+        repainted = model.impute(holed, coverage=COVERAGE, method="repaint") if repaint else None
         row.update(
             {
                 "diffusion": _rmse(result.filled, full, hide),
-                "diffusion (repaint)": _rmse(repaint.filled, full, hide),
+                "draws only": _rmse(draws_only.filled, full, hide),
+                "stack_weight": result.stack_weight,
+                "diffusion (repaint)": float("nan") if repainted is None else _rmse(repainted.filled, full, hide),
                 "coverage": float(inside.mean()),
                 "fit_s": fit_s,
                 "impute_s": result.seconds,
@@ -99,21 +119,21 @@ def run(
     return report
 
 
-def _table(report: dict[str, dict[str, float]], steps: int, samples: int, linear_prior: str) -> str:
+def _table(report: dict[str, dict[str, float]], steps: int, samples: int, linear_prior: str, stack: bool) -> str:
     head = (
-        "| table | hidden cells | mean | KNN (k=5) | iterative | diffusion | 90% interval coverage | "
-        "diffusion, RePaint-style | fit s | impute s |"
+        "| table | hidden cells | mean | KNN (k=5) | iterative | diffusion | w | draws only | "
+        "90% interval coverage | diffusion, RePaint-style | fit s | impute s |"
     )
-    lines = [head, "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in report.items():
         lines.append(
             f"| {name} | {r['hidden_cells']} | {r['mean']:.3f} | {r['KNN (k=5)']:.3f} | {r['iterative']:.3f} | "
-            f"**{r['diffusion']:.3f}** | {r['coverage']:.1%} | {r['diffusion (repaint)']:.3f} | {r['fit_s']:.0f} | "
-            f"{r['impute_s']:.0f} |"
+            f"**{r['diffusion']:.3f}** | {r['stack_weight']:.2f} | {r['draws only']:.3f} | {r['coverage']:.1%} | "
+            f"{r['diffusion (repaint)']:.3f} | {r['fit_s']:.0f} | {r['impute_s']:.0f} |"
         )
     lines.append(
         f"\nRMSE on standardised columns over the hidden cells (lower is better); {steps} training steps, "
-        f"{samples} draws per row, one thread, linear prior: {linear_prior}."
+        f"{samples} draws per row, one thread, linear prior: {linear_prior}, stacked with the linear fill: {stack}."
     )
     return "\n".join(lines)
 
@@ -126,14 +146,31 @@ def main() -> None:
     parser.add_argument(
         "--linear-prior", default=TableDiffusionConfig().linear_prior, help="residual, input or none (the old model)"
     )
+    parser.add_argument("--no-stack", action="store_true", help="fill with the mean of the draws alone")
+    parser.add_argument(
+        "--calibration-given",
+        default=TableDiffusionConfig().calibration_given,
+        help="others (a withheld cell is filled from every other known cell of its row) or training",
+    )
+    parser.add_argument("--no-repaint", action="store_true", help="skip the RePaint-style comparison")
     parser.add_argument("--tables", nargs="+", choices=list(TABLES), help="only these tables")
     parser.add_argument("--quick", action="store_true", help="tiny model and tables: a smoke run for the tests")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    report = run(args.steps, args.samples, args.seed, args.quick, args.linear_prior, args.tables)
+    report = run(
+        args.steps,
+        args.samples,
+        args.seed,
+        args.quick,
+        args.linear_prior,
+        args.tables,
+        stack=not args.no_stack,
+        repaint=not args.no_repaint,
+        calibration_given=args.calibration_given,
+    )
     print(
-        _table(report, args.steps, args.samples, args.linear_prior)
+        _table(report, args.steps, args.samples, args.linear_prior, not args.no_stack)
         + (" Quick smoke run: tiny model, 100 steps." if args.quick else "")
     )
     if args.json:

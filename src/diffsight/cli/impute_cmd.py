@@ -53,6 +53,14 @@ def impute(
             "tables), or input.",
         ),
     ] = "none",
+    stack: Annotated[
+        bool,
+        typer.Option(
+            "--stack/--no-stack",
+            help="Fill numeric cells with the draws' mean stacked with a linear (Gaussian) fill, weighted on the "
+            "withheld cells (default), or with the draws' mean alone.",
+        ),
+    ] = True,
 ) -> None:
     """Fill the empty cells of a CSV with a diffusion model trained on the file's own observed cells."""
     from diffsight.atomic import write_bytes_atomic
@@ -71,7 +79,7 @@ def impute(
             raise DiffsightError("--model uses a fitted model: drop --steps, --epochs and --categorical")
         fitted = TabularDiffusion.load(model)
     else:
-        config = TableDiffusionConfig(seed=seed, samples=samples, linear_prior=linear_prior)
+        config = TableDiffusionConfig(seed=seed, samples=samples, linear_prior=linear_prior, stack_linear=stack)
         if epochs is not None:
             steps = max(1, math.ceil(epochs * len(frame) / config.batch_size))
         config = config.replace(steps=steps)
@@ -83,11 +91,14 @@ def impute(
     if save_model is not None:
         fitted.save(save_model)
         say(f"model: {save_model.resolve()}")
-    result = fitted.impute(frame, samples=samples, coverage=coverage, seed=seed)
+    result = fitted.impute(frame, samples=samples, coverage=coverage, seed=seed, stack=stack)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(out, result.filled.to_csv(index=False).encode())
     rows = int(result.missing.any(axis=1).sum())
     typer.echo(f"filled {int(result.missing.sum())} cells in {rows} rows with {samples} draws each: {out.resolve()}")
+    if result.stack_weight < 1.0:
+        w = result.stack_weight
+        typer.echo(f"numeric cells: {w:.2f} x the draws' mean + {1 - w:.2f} x the linear fill (stacked)")
     if intervals:
         path = out.with_name(out.stem + ".intervals.csv")
         write_bytes_atomic(path, _interval_table(result).to_csv(index=False).encode())

@@ -71,9 +71,9 @@ def test_impute_fills_a_csv_and_writes_intervals(tmp_path: Path) -> None:
     assert (numeric["value"].astype(float) <= numeric["upper"]).all()
     assert cells[cells["column"] == "colour"]["probability"].between(0, 1).all()
     # the saved model fills the same file without training again
-    again = run_cli("data.csv", "-o", "again.csv", "--model", "m", "--samples", "8", cwd=tmp_path)
+    again = run_cli("data.csv", "-o", "again.csv", "--model", "m", "--samples", "8", "--no-stack", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert "trained" not in again.stderr
+    assert "trained" not in again.stderr and "linear fill" not in again.stdout  # the draws' mean alone
 
 
 def run_main(args: list[str], cwd: Path, monkeypatch: pytest.MonkeyPatch) -> int:

@@ -5,7 +5,8 @@ code (:mod:`.transforms`); an MLP denoiser with EDM preconditioning is trained b
 generate the hidden cells of a row from the given ones (:mod:`.network`, :mod:`.fit`); any sampler of
 :mod:`diffsight.sampling` draws K completions per row (:mod:`.draw`), whose spread is turned into
 split-conformal intervals on cells withheld from training (:mod:`.conformal`). Optionally a Gaussian fitted by
-EM gives the network a linear baseline to correct (:mod:`.gaussian`). See docs/tables.md.
+EM gives the network a linear baseline to correct (:mod:`.gaussian`); the filled value of a numeric cell stacks
+the mean of its draws with a linear fill in the table's own units (:mod:`.stacking`). See docs/tables.md.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from diffsight.tasks.tables.io import read_table
 from diffsight.tasks.tables.model import ImputationResult, TabularDiffusion
 from diffsight.tasks.tables.network import RowCondition, TableBackbone, masked_edm_loss
 from diffsight.tasks.tables.schema import ColumnSpec, check_table, infer_columns
+from diffsight.tasks.tables.stacking import LinearFill, stack_weight
 from diffsight.tasks.tables.transforms import QuantileNormal, TableEncoder
 
 __all__ = [
     "ColumnSpec",
     "GaussianPrior",
     "ImputationResult",
+    "LinearFill",
     "QuantileNormal",
     "RowCondition",
     "TableBackbone",
@@ -39,4 +42,5 @@ __all__ = [
     "interval_from_samples",
     "masked_edm_loss",
     "read_table",
+    "stack_weight",
 ]

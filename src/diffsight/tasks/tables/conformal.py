@@ -14,7 +14,13 @@ known but was hidden from the model, the conformity score is the smallest scale 
 With n scores, ``lam_hat`` = the ceil((n + 1) c)-th smallest score gives intervals that contain a new,
 exchangeable cell's value with probability at least c (Vovk et al. 2005; Lei et al. 2018, Theorem 2.2).
 Intervals in normal coordinates map to the table's units through the monotone inverse transform, which keeps
-coverage (and makes them asymmetric where the column is skewed).
+coverage (and makes them asymmetric where the column is skewed). A tied value (an integer or binary column)
+decodes from a whole range ``[y_lo, y_hi]`` of normal coordinates, so its decoded interval contains it as soon
+as ``I_lam`` meets that range: its score is ``max(0, y_lo - mu, mu - y_hi) / s``, the smallest scale whose
+decoded interval holds the value (scoring the distance to the middle of the range instead makes the intervals
+of such columns conservative). ``center`` replaces ``mu`` by another point
+estimate (the stacked one of :mod:`~diffsight.tasks.tables.stacking`, mapped to the normal coordinates): the
+scores and the intervals must then use the same centre.
 """
 
 from __future__ import annotations
@@ -35,13 +41,29 @@ def _summaries(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return samples.mean(axis=-1), np.maximum(samples.std(axis=-1, ddof=1), _EPS)
 
 
-def conformity_scores(samples: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Scores (n,) of n calibration cells from their samples (n, K) and true values (n,)."""
+def conformity_scores(
+    samples: np.ndarray,
+    truth: np.ndarray,
+    center: np.ndarray | None = None,
+    truth_upper: np.ndarray | None = None,
+) -> np.ndarray:
+    """Scores (n,) of n calibration cells from their samples (n, K) and true values (n,).
+
+    ``center`` (n,): the intervals' centres, if not the samples' means. ``truth_upper`` (n,): the upper end of
+    the range of coordinates that decode to the true value, ``truth`` being its lower end (ties).
+    """
     samples, truth = np.asarray(samples, dtype=np.float64), np.asarray(truth, dtype=np.float64)
     if samples.ndim != 2 or samples.shape[1] < 2 or truth.shape != samples.shape[:1]:
         raise DiffsightError(f"need samples (n, K >= 2) and truth (n,), got {samples.shape} and {truth.shape}")
     mu, s = _summaries(samples)
-    return np.abs(truth - mu) / s
+    if center is not None:
+        mu = _center(center, mu)
+    if truth_upper is None:
+        return np.abs(truth - mu) / s
+    upper = np.asarray(truth_upper, dtype=np.float64)
+    if upper.shape != truth.shape or (upper < truth).any():
+        raise DiffsightError("truth_upper must have truth's shape and be >= truth")
+    return np.maximum(0.0, np.maximum(truth - mu, mu - upper)) / s
 
 
 def conformal_scale(scores: np.ndarray, coverage: float) -> float:
@@ -55,7 +77,18 @@ def conformal_scale(scores: np.ndarray, coverage: float) -> float:
     return float(scores[rank - 1])
 
 
-def interval_from_samples(samples: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
-    """(lower, upper) of ``I_lam`` for cells with samples (..., K)."""
+def interval_from_samples(
+    samples: np.ndarray, lam: float, center: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) of ``I_lam`` for cells with samples (..., K), centred on ``center`` (...) if given."""
     mu, s = _summaries(np.asarray(samples, dtype=np.float64))
+    if center is not None:
+        mu = _center(center, mu)
     return mu - lam * s, mu + lam * s
+
+
+def _center(center: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    center = np.asarray(center, dtype=np.float64)
+    if center.shape != mu.shape:
+        raise DiffsightError(f"need one centre per cell {mu.shape}, got {center.shape}")
+    return center

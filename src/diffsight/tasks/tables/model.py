@@ -7,9 +7,12 @@
 
 Fitting withholds ``calibration_fraction`` of the observed numeric cells from training, fills them from the
 rest of their row, and keeps the conformity scores (:mod:`~diffsight.tasks.tables.conformal`): the intervals of
-:meth:`TabularDiffusion.impute` are split-conformal at any requested coverage. Saved as a folder with
-``model.safetensors`` (weights and calibration scores) and ``table.json`` (settings and transforms); nothing
-is pickled.
+:meth:`TabularDiffusion.impute` are split-conformal at any requested coverage. The same cells fit the weight
+that stacks the mean of the draws with a linear fill (:mod:`~diffsight.tasks.tables.stacking`) into the point
+estimate, and a second set of scores measures the distance from that stacked value instead of the draws' mean
+(each cell's with a weight fitted on the other half of the cells: cross-fitting). Saved as a
+folder with ``model.safetensors`` (weights, calibration scores, linear fill) and ``table.json`` (settings and
+transforms); nothing is pickled.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from diffsight.tasks.tables.draw import ConditionMethod, draw_rows
 from diffsight.tasks.tables.fit import ProgressFn, build_denoiser, train_denoiser
 from diffsight.tasks.tables.gaussian import GaussianPrior
 from diffsight.tasks.tables.schema import ColumnSpec, check_table, infer_columns
-from diffsight.tasks.tables.transforms import TableEncoder
+from diffsight.tasks.tables.stacking import LinearFill, stack_weight
+from diffsight.tasks.tables.transforms import EncodedTable, TableEncoder
 
 __all__ = ["ImputationResult", "TabularDiffusion"]
 
@@ -51,8 +55,8 @@ class ImputationResult:
     """Filled table and per-cell uncertainty, all shaped like the input table.
 
     Attributes:
-        filled: the table with every missing cell filled (numeric: mean or median of the draws; categorical:
-            the most frequent level). Observed cells are unchanged.
+        filled: the table with every missing cell filled (numeric: the mean of the draws stacked with the linear
+            fill, or the median of the draws; categorical: the most frequent level). Observed cells are unchanged.
         lower, upper: interval bounds of filled numeric cells at ``coverage`` (NaN elsewhere).
         probability: share of draws that chose the filled level, for filled categorical cells (NaN elsewhere).
         missing: (N, n_columns) which cells were filled.
@@ -61,6 +65,7 @@ class ImputationResult:
             Gaussian and calibrated for 90%; ``inf`` when too few cells were withheld to calibrate at this coverage).
         samples: K, draws per row.
         seconds: wall time of the imputation.
+        stack_weight: ``w``, the weight of the draws' mean in the numeric point estimate (1.0: draws alone).
     """
 
     filled: pd.DataFrame
@@ -72,6 +77,7 @@ class ImputationResult:
     scale: float
     samples: int
     seconds: float
+    stack_weight: float = 1.0
 
 
 class TabularDiffusion:
@@ -85,14 +91,22 @@ class TabularDiffusion:
         scores: np.ndarray,
         info: dict[str, Any] | None = None,
         prior: GaussianPrior | None = None,
+        linear: LinearFill | None = None,
+        weight: float = 1.0,
+        stacked_scores: np.ndarray | None = None,
     ) -> None:
         if config.linear_prior != "none" and prior is None:
             raise DiffsightError(f"linear_prior={config.linear_prior!r} needs the fitted Gaussian prior")
+        if not 0.0 <= weight <= 1.0 or (weight < 1.0 and linear is None):
+            raise DiffsightError(f"the stacking weight must lie in [0, 1] and needs the linear fill, got {weight}")
         self.prior = prior
+        self.linear = linear
+        self.weight = float(weight)
         self.encoder = encoder
         self.denoiser = denoiser
         self.config = config
         self.scores = np.asarray(scores, dtype=np.float64)
+        self.stacked_scores = np.asarray(self.scores if stacked_scores is None else stacked_scores, dtype=np.float64)
         self.info = dict(info or {})
 
     @property
@@ -140,30 +154,80 @@ class TabularDiffusion:
             fold=fold,
             progress=progress,
         )
-        model = cls(encoder, denoiser, config, np.zeros(0), prior=prior)
-        scores = model._calibrate(encoded.values, train_obs, calib)
-        model.scores = scores
+        linear = None
+        if config.stack_linear and (train_obs.sum(axis=0) >= 2).all():  # EM needs 2 values of every column
+            linear = LinearFill.fit(frame, encoder, encoded, train_obs, ridge=config.prior_ridge)
+        model = cls(encoder, denoiser, config, np.zeros(0), prior=prior, linear=linear)
+        model.scores, model.stacked_scores, model.weight = model._calibrate(frame, encoded, train_obs, calib)
         model.info = {
             "rows": int(len(frame)),
             "observed_cells": int(encoded.observed.sum()),
             "calibration_cells": int(calib.sum()),
             "final_loss": float(np.mean(losses[-max(1, len(losses) // 20) :])),
             "fit_seconds": round(time.perf_counter() - started, 2),
+            "stack_weight": model.weight,
         }
         return model
 
-    def _calibrate(self, values: np.ndarray, train_obs: np.ndarray, calib: np.ndarray) -> np.ndarray:
-        rows = np.flatnonzero(calib.any(axis=1))
-        if rows.size == 0:
-            return np.zeros(0)
+    def _calibrate(
+        self, frame: pd.DataFrame, encoded: EncodedTable, train_obs: np.ndarray, calib: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """Calibrate on the withheld cells.
+
+        With ``config.calibration_given == "others"`` every withheld cell is filled on its own from all the other
+        known cells of its row (the row's other withheld cells included: when filling, they are known too), as a
+        missing cell is filled from all the known cells of its row; with ``"training"`` all the withheld cells of
+        a row are filled at once from the row's training cells (harder than filling a missing cell: the intervals
+        come out conservative where a row's other cells matter).
+
+        Returns the conformity scores around the draws' mean, those around the stacked value, and the stacking
+        weight fitted on all the cells (1.0 and the first scores again without a linear fill). A cell's stacked
+        score uses the weight fitted on the other half of the cells (two random halves), so that no cell both
+        chooses the weight and scores it.
+        """
+        if not calib.any():
+            return np.zeros(0), np.zeros(0), 1.0
+        if self.config.calibration_given == "others":  # one filled row per withheld cell
+            cell_row, j = np.nonzero(calib)
+            rows, r = cell_row, np.arange(cell_row.size)
+            known = encoded.observed[rows].copy()
+            known[r, j] = False
+        else:  # one filled row per row with withheld cells
+            rows = np.flatnonzero(calib.any(axis=1))
+            r, j = np.nonzero(calib[rows])
+            known = train_obs[rows]
+        values = encoded.values
         generator = torch.Generator().manual_seed(self.config.seed + 2)
-        given = train_obs[rows][:, self.encoder.coord_column]  # (R, n_columns) -> (R, D)
+        given = known[:, self.encoder.coord_column]  # (R, n_columns) -> (R, D)
         draws = draw_rows(
             self.denoiser, values[rows], given, self.config.samples, self.config, generator=generator, prior=self.prior
         )
-        r, j = np.nonzero(calib[rows])
         coord = np.asarray([self.encoder.slices[c].start for c in j])
-        return conformity_scores(draws[r, :, coord], values[rows][r, coord])
+        raw, z_lo, z_hi = np.empty(r.size), np.empty(r.size), np.empty(r.size)
+        for col in np.unique(j):
+            cells = j == col
+            raw[cells] = pd.to_numeric(frame.iloc[rows[r[cells]], col]).to_numpy(dtype=np.float64)
+            z_lo[cells], z_hi[cells] = self.encoder.numeric_range(int(col), raw[cells])
+        scores = conformity_scores(draws[r, :, coord], z_lo, truth_upper=z_hi)
+        if self.linear is None:
+            return scores, scores, 1.0
+        linear = self.linear.fill(self.linear.coordinates(frame, self.encoder, encoded)[rows], given)[r, coord]
+        means = np.empty(r.size)
+        for col in np.unique(j):
+            cells = j == col
+            means[cells] = self.encoder.decode_numeric(int(col), draws[r[cells], :, coord[cells]]).mean(axis=1)
+        scale = self.linear.scale[coord]
+        half = np.random.default_rng(self.config.seed + 5).random(r.size) < 0.5
+        other = np.empty(r.size)  # each cell's weight, fitted on the other half
+        for part in (half, ~half):
+            other[~part] = stack_weight(means[part], linear[part], raw[part], scale[part])
+        center = np.empty(r.size)
+        for col in np.unique(j):
+            cells = j == col
+            stacked = other[cells] * means[cells] + (1.0 - other[cells]) * linear[cells]
+            center[cells] = self.encoder.encode_numeric(int(col), stacked)
+        stacked_scores = conformity_scores(draws[r, :, coord], z_lo, center, truth_upper=z_hi)
+        return scores, stacked_scores, stack_weight(means, linear, raw, scale)
 
     # --- using the model --------------------------------------------------------------------------------------
 
@@ -176,6 +240,7 @@ class TabularDiffusion:
         point: PointEstimate = "mean",
         seed: int | None = None,
         method: ConditionMethod = "conditional",
+        stack: bool = True,
     ) -> ImputationResult:
         """Fill every missing cell of ``frame`` from K draws conditioned on the observed cells of its row.
 
@@ -186,6 +251,8 @@ class TabularDiffusion:
             point: ``"mean"`` (minimises squared error) or ``"median"`` of the draws, for numeric cells.
             seed: seed of the draws (default ``config.seed``).
             method: ``"conditional"`` or ``"repaint"`` (:mod:`~diffsight.tasks.tables.draw`).
+            stack: for ``point="mean"``, stack the draws' mean with the linear fill using the fitted weight
+                (the default when the model has one); ``False``: the mean of the draws alone.
 
         Raises:
             DiffsightError: the table has no missing cells, other columns than the model, or unseen levels.
@@ -201,7 +268,10 @@ class TabularDiffusion:
         missing = ~encoded.observed
         if not missing.any():
             raise DiffsightError("the table has no missing values: there is nothing to fill (empty cells are missing)")
-        lam = conformal_scale(self.scores, coverage) if self.scores.size else math.inf
+        stacked = stack and point == "mean" and self.linear is not None
+        weight = self.weight if stacked else 1.0
+        scores = self.stacked_scores if stacked else self.scores
+        lam = conformal_scale(scores, coverage) if scores.size else math.inf
         rows = np.flatnonzero(missing.any(axis=1))
         generator = torch.Generator().manual_seed(self.config.seed if seed is None else seed)
         given = encoded.observed[rows][:, self.encoder.coord_column]
@@ -215,6 +285,9 @@ class TabularDiffusion:
             method=method,
             prior=self.prior,
         )
+        linear = None
+        if stacked:
+            linear = self.linear.fill(self.linear.coordinates(frame, self.encoder, encoded)[rows], given)  # type: ignore[union-attr]
         filled = frame.copy()
         lower = pd.DataFrame(np.nan, index=frame.index, columns=frame.columns)
         upper, probability = lower.copy(), lower.copy()
@@ -229,12 +302,19 @@ class TabularDiffusion:
                 z = draws[local, :, sl.start]  # (cells, K)
                 x = self.encoder.decode_numeric(j, z)
                 est = x.mean(axis=1) if point == "mean" else self.encoder.decode_numeric(j, np.median(z, axis=1))
-                lo, hi = interval_from_samples(z, lam)
+                center = None
+                if linear is not None:
+                    est = weight * est + (1.0 - weight) * linear[local, sl.start]
+                    center = self.encoder.encode_numeric(j, est)
+                lo, hi = interval_from_samples(z, lam, center)
                 if not pd.api.types.is_float_dtype(filled[col].dtype):
                     filled[col] = filled[col].astype(np.float64)
                 filled.iloc[target, j] = est
-                lower.iloc[target, j] = self.encoder.decode_numeric(j, lo)
-                upper.iloc[target, j] = self.encoder.decode_numeric(j, hi)
+                lo, hi = self.encoder.decode_numeric(j, lo), self.encoder.decode_numeric(j, hi)
+                if center is not None:  # at a column's extremes the clipped transform can round it just outside
+                    lo, hi = np.minimum(lo, est), np.maximum(hi, est)
+                lower.iloc[target, j] = lo
+                upper.iloc[target, j] = hi
             else:
                 codes = self.encoder.decode_codes(j, draws[local, :, sl])  # (cells, K)
                 levels = self.encoder.levels[spec.name]
@@ -254,6 +334,7 @@ class TabularDiffusion:
             scale=float(lam),
             samples=k,
             seconds=time.perf_counter() - started,
+            stack_weight=weight,
         )
 
     def synthesize(self, n: int, *, seed: int | None = None) -> pd.DataFrame:
@@ -275,8 +356,12 @@ class TabularDiffusion:
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {f"denoiser.{k}": v.detach().cpu().contiguous() for k, v in self.denoiser.state_dict().items()}
         tensors["calibration.scores"] = torch.as_tensor(self.scores, dtype=torch.float64)
+        tensors["calibration.stacked_scores"] = torch.as_tensor(self.stacked_scores, dtype=torch.float64)
         if self.prior is not None:
             tensors.update(self.prior.to_tensors())
+        if self.linear is not None:
+            tensors.update(self.linear.to_tensors())
+            tensors["linear.weight"] = torch.tensor(self.weight, dtype=torch.float64)
         meta = {
             "format": FORMAT,
             "version": VERSION,
@@ -302,6 +387,8 @@ class TabularDiffusion:
             raise DiffsightError(f"{folder / META} is not a {FORMAT} version {VERSION} file")
         settings = dict(meta["config"])
         settings.setdefault("linear_prior", "none")  # saved before the option existed: the model had no prior
+        settings.setdefault("stack_linear", False)  # saved before stacking: the mean of the draws alone
+        settings.setdefault("calibration_given", "training")  # and calibrated from the training cells
         config = TableDiffusionConfig.from_json(settings)
         encoder = TableEncoder.from_json(meta["transform"])
         tensors = load_file(str(folder / WEIGHTS))
@@ -313,7 +400,22 @@ class TabularDiffusion:
         except RuntimeError as err:
             raise DiffsightError(f"the weights in {folder / WEIGHTS} do not fit its table.json: {err}") from None
         scores = tensors.get("calibration.scores", torch.zeros(0)).numpy()
-        return cls(encoder, denoiser.eval().requires_grad_(False), config, scores, meta.get("info"), prior=prior)
+        linear = LinearFill.from_tensors(tensors) if config.stack_linear and "linear.weight" in tensors else None
+        weight = float(tensors["linear.weight"]) if linear is not None else 1.0
+        stacked_scores = (
+            tensors["calibration.stacked_scores"].numpy() if "calibration.stacked_scores" in tensors else None
+        )
+        return cls(
+            encoder,
+            denoiser.eval().requires_grad_(False),
+            config,
+            scores,
+            meta.get("info"),
+            prior=prior,
+            linear=linear,
+            weight=weight,
+            stacked_scores=stacked_scores,
+        )
 
 
 def _calibration_cells(frame: pd.DataFrame, specs: list[ColumnSpec], config: TableDiffusionConfig) -> np.ndarray:

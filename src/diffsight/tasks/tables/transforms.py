@@ -62,6 +62,16 @@ class QuantileNormal:
         u = 0.5 * (np.interp(x, q, r) - np.interp(-x, -q[::-1], -r[::-1]))  # middle of a tie's CDF step
         return ndtri(np.clip(u, _CLIP, 1 - _CLIP))
 
+    def forward_range(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(z_lo, z_hi)``: every ``z`` in between decodes to ``x`` (a tie's whole CDF step; one point otherwise)."""
+        x = np.asarray(x, dtype=np.float64)
+        if self.constant:
+            return np.full_like(x, -np.inf), np.full_like(x, np.inf)
+        q, r = self.quantiles, self._references()
+        a, b = np.interp(x, q, r), -np.interp(-x, -q[::-1], -r[::-1])
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        return ndtri(np.clip(lo, _CLIP, 1 - _CLIP)), ndtri(np.clip(hi, _CLIP, 1 - _CLIP))
+
     def inverse(self, z: np.ndarray) -> np.ndarray:
         z = np.asarray(z, dtype=np.float64)
         if self.constant:
@@ -193,6 +203,14 @@ class TableEncoder:
                 block[np.arange(len(codes)), np.asarray(codes, dtype=np.int64)] = 1.0
                 values[present, sl] = block
         return EncodedTable(values=values, observed=observed)
+
+    def encode_numeric(self, j: int, x: np.ndarray) -> np.ndarray:
+        """Column ``j``'s coordinate ``z`` of values ``x`` (any shape): the forward quantile-normal map."""
+        return self.quantiles[self.columns[j].name].forward(x)
+
+    def numeric_range(self, j: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Column ``j``'s ``(z_lo, z_hi)``: every coordinate between decodes to ``x`` (``forward_range``)."""
+        return self.quantiles[self.columns[j].name].forward_range(x)
 
     def decode_numeric(self, j: int, z: np.ndarray) -> np.ndarray:
         """Column ``j``'s values from its coordinate ``z`` (any shape)."""
