@@ -10,6 +10,7 @@ Also: the streaming score flags an injected jump; save/load reproduces the sampl
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -121,3 +122,25 @@ def test_refusals(tmp_path: Path) -> None:
         load_series_model(tmp_path)
     with pytest.raises(DiffsightError, match="window"):
         SeriesConfig(window=3)
+
+
+@pytest.mark.slow
+def test_held_out_selection_keeps_weights_no_worse_than_the_last() -> None:
+    """The same training run with and without selection: the kept weights' held-out error is at most the last
+    weights' (same seed, so both runs follow the same trajectory, whatever the global generator's state)."""
+    from diffsight.tasks.series.train import _held_error, _holdout
+
+    data = series_from_array(np.stack([ar1(400, seed=6), ar1(400, seed=7)], axis=1))
+    base = SeriesConfig(window=16, hidden=16, blocks=2, train_steps=120, batch=32, sample_steps=6, seed=1)
+    picked = fit_series(data, replace(base, select_every=40))
+    torch.manual_seed(123)  # the global generator must not matter
+    last = fit_series(data, replace(base, select_every=0))
+    assert picked.selected_step in (0, 40, 80, 120) and last.selected_step is None
+    held = _holdout(data.observed, base.holdout, torch.Generator().manual_seed(base.seed + 3))
+    masked = series_from_array(np.where(held, np.nan, data.values))
+    errors = [_held_error(m, masked, data.values, held) for m in (picked, last)]
+    assert errors[0] <= errors[1] + 1e-12
+    weights = [m.denoiser.state_dict().values() for m in (picked, last)]
+    same = all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
+    assert same == (picked.selected_step == 120)
+    assert picked.residual_scale.shape == (2,) and (picked.residual_scale > 0).all()

@@ -51,3 +51,28 @@ def test_baselines_are_exact_on_a_line_and_on_a_pure_season() -> None:
     assert np.allclose(seasonal_naive(np.where(gaps[:, None], np.nan, season), 4), season)
     # negative control: straight lines do not recover the season
     assert not np.allclose(linear_interpolation(np.where(gaps[:, None], np.nan, season)), season)
+
+
+def test_conditioning_with_context_bridges_a_gap_across_the_window_edge() -> None:
+    """The fill over a window equals straight-line interpolation of the whole series when the context reaches the
+    next visible value; without context the gap at the edge is extrapolated flat (negative control)."""
+    from diffsight.tasks.series.features import conditioning, context_windows
+
+    t = np.arange(40, dtype=np.float64)
+    line = 0.5 * t - 3.0
+    observed = np.ones(40, dtype=bool)
+    observed[14:22] = False  # a gap across the right edge of the window [4, 20)
+    z = torch.from_numpy(np.where(observed, line, 0.0)).float()[:, None]  # (T, 1)
+    obs = torch.from_numpy(observed)[:, None]
+    starts = torch.tensor([4])
+    scale = torch.ones(1)
+    zx, ox = context_windows(z, obs, starts, 16, 8)
+    assert zx.shape == (1, 1, 32) and torch.equal(zx[0, 0, 8:24], z[4:20, 0])
+    _, fill = conditioning(zx, ox, scale, starts, None, 8)
+    assert fill.shape == (1, 1, 16)
+    assert np.allclose(fill[0, 0].numpy(), line[4:20], atol=1e-5)
+    _, flat = conditioning(zx[..., 8:24], ox[..., 8:24], scale, starts, None, 0)
+    assert np.allclose(flat[0, 0, 10:].numpy(), line[13]) and not np.allclose(flat[0, 0].numpy(), line[4:20])
+    # steps before the series' start are padding, never visible
+    zx0, ox0 = context_windows(z, obs, torch.tensor([0]), 16, 8)
+    assert not ox0[0, 0, :8].any() and ox0[0, 0, 8:].all() == obs[:16, 0].all()

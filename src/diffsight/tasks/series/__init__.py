@@ -18,7 +18,7 @@ from diffsight.tasks.series.data import (
     series_from_array,
     series_from_frame,
 )
-from diffsight.tasks.series.impute import SeriesImputation, impute_series
+from diffsight.tasks.series.impute import SeriesImputation, impute_series, point_estimate
 from diffsight.tasks.series.metrics import crps_gaussian, crps_samples, mae
 from diffsight.tasks.series.model import SeriesConfig, SeriesModel, load_series_model, save_series_model
 from diffsight.tasks.series.stream import StreamScorer, WindowScore, calibrate
@@ -42,6 +42,7 @@ __all__ = [
     "linear_interpolation",
     "load_series_model",
     "mae",
+    "point_estimate",
     "read_series_csv",
     "save_series_model",
     "seasonal_naive",

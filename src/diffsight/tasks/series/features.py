@@ -5,7 +5,10 @@ the side information (in the spirit of CSDI's side information, Tashiro et al. 2
 
 - ``m`` itself (first K channels, the contract the denoiser relies on);
 - ``f``: the straight-line interpolation of the visible values along time (flat beyond the first and last one,
-  0 where a feature shows nothing), centred on its window mean and divided by the feature's local scale;
+  0 where a feature shows nothing), centred on its window mean and divided by the feature's local scale. It is
+  computed over the window plus ``context`` steps on each side, so a gap that crosses the window's edge is bridged
+  to the next visible value outside it (as straight-line interpolation of the whole series would) instead of
+  being extrapolated flat;
 - ``c``: the window mean of the fill (the local level, in z-scores; constant along the window);
 - ``d``: the distance (in steps) to the nearest visible value of the same feature, as log(1+d)/log(1+L);
 - optionally the seasonal phase ``sin, cos(2 pi t / period)`` of the absolute time index t (2 channels).
@@ -20,7 +23,13 @@ import math
 
 import torch
 
-__all__ = ["conditioning", "cond_channels", "linear_fill", "phase_channels"]
+__all__ = [
+    "conditioning",
+    "cond_channels",
+    "context_windows",
+    "linear_fill",
+    "phase_channels",
+]
 
 
 def linear_fill(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,17 +72,47 @@ def cond_channels(num_features: int, period: int | None) -> int:
     return 4 * num_features + (2 if period else 0)
 
 
-def conditioning(
-    z: torch.Tensor, mask: torch.Tensor, local_scale: torch.Tensor, start: torch.Tensor, period: int | None
+def context_windows(
+    z: torch.Tensor, observed: torch.Tensor, starts: torch.Tensor, length: int, context: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Side information and the straight-line fill of windows ``z`` (B, K, L) seen through ``mask`` (B, K, L).
+    """Windows with context: (B, K, length + 2 context) values and mask of a series ``z`` (T, K) (NaN-free) and its
+    mask ``observed`` (T, K), covering ``starts[b] - context`` to ``starts[b] + length + context``; steps before the
+    series' start or after its end are marked not observed."""
+    if context:
+        pad_z = z.new_zeros(context, z.shape[1])
+        pad_m = observed.new_zeros(context, observed.shape[1])
+        z = torch.cat([pad_z, z, pad_z])  # (T + 2 context, K): index i of the padded series is time i - context
+        observed = torch.cat([pad_m, observed, pad_m])
+    idx = starts[:, None] + torch.arange(length + 2 * context)  # (B, L + 2P)
+    return z[idx].permute(0, 2, 1), observed[idx].permute(0, 2, 1)
 
-    Returns ``(cond, fill)``: cond (B, 4K [+2], L) float32 with the mask in the first K channels, and the raw fill
-    (B, K, L) in the units of ``z`` (add ``u * local_scale`` to it to get values back).
+
+def conditioning(
+    z: torch.Tensor,
+    mask: torch.Tensor,
+    local_scale: torch.Tensor,
+    start: torch.Tensor,
+    period: int | None,
+    context: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Side information and the straight-line fill of windows seen through ``mask``.
+
+    Args:
+        z, mask: (B, K, L + 2 context) windows with ``context`` extra steps on each side
+            (:func:`context_windows`); only the visible entries of ``z`` are read.
+        local_scale: (K,) per-feature scale of the fill channel.
+        start: (B,) absolute time index of each window's first step (after the context).
+        period: seasonal period for the phase channels, or None.
+
+    Returns ``(cond, fill)`` over the central L steps: cond (B, 4K [+2], L) float32 with the mask in the first K
+    channels, and the raw fill (B, K, L) in the units of ``z`` (add ``u * local_scale`` to it to get values back).
     """
-    length = z.shape[-1]
     values = torch.where(mask, z, torch.zeros_like(z))
     fill, dist = linear_fill(values, mask)
+    end = z.shape[-1] - context
+    fill, dist, mask = fill[..., context:end], dist[..., context:end], mask[..., context:end]  # (B, K, L)
+    length = end - context
+    dist = dist.clamp(max=length)
     scale = local_scale.to(z.dtype)[None, :, None]  # (1, K, 1)
     level = fill.mean(-1, keepdim=True)  # (B, K, 1)
     centred = (fill - level) / scale

@@ -19,11 +19,10 @@ import torch
 from diffsight.errors import DiffsightError
 from diffsight.sampling import get_sampler, karras_sigmas
 from diffsight.tasks.series.data import SeriesData
-from diffsight.tasks.series.features import conditioning
+from diffsight.tasks.series.features import conditioning, context_windows
 from diffsight.tasks.series.model import SeriesModel
-from diffsight.tasks.series.train import gather_windows
 
-__all__ = ["SeriesImputation", "impute_series", "sample_windows", "window_starts"]
+__all__ = ["SeriesImputation", "impute_series", "point_estimate", "sample_windows", "window_starts"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,15 +59,22 @@ def sample_windows(
     generator: torch.Generator | None,
     batch_size: int = 2048,
     steps: int | None = None,
+    context: int = 0,
+    from_zero: bool = False,
 ) -> torch.Tensor:
-    """``samples`` draws (S, B, K, L) of windows ``z`` (B, K, L) (z-scores) given the ``visible`` (B, K, L) values;
-    ``steps`` sampler steps (default: the model's ``sample_steps``)."""
+    """``samples`` draws (S, B, K, L) of windows ``z`` (B, K, L + 2 context) (z-scores, ``context`` extra steps on each
+    side, :func:`~.features.context_windows`) given the ``visible`` (B, K, L + 2 context) values; ``steps`` sampler
+    steps (default: the model's ``sample_steps``). ``from_zero`` starts every draw at the noise's mode (0) instead
+    of a random draw: with an ODE sampler this is one deterministic point estimate (for a Gaussian posterior
+    N(m, v) the probability-flow ODE takes 0 to m (1 - sqrt(v / (v + sigma_max^2))), i.e. almost the mean)."""
     sampler = get_sampler(model.config.sampler)
     den = model.denoiser
     n_steps = steps if steps is not None else model.config.sample_steps
     sigmas = karras_sigmas(n_steps, sigma_min=den.sigma_min, sigma_max=den.sigma_max)
     scale = torch.from_numpy(model.local_scale).float()
-    cond, fill = conditioning(z, visible, scale, starts, model.config.period)
+    resid = torch.from_numpy(model.residual_scale).float()
+    cond, fill = conditioning(z, visible, scale, starts, model.config.period, context)
+    z, visible = z[..., context : z.shape[-1] - context], visible[..., context : visible.shape[-1] - context]
     n_win = z.shape[0]
     rep_cond = cond.repeat(samples, 1, 1)  # (S*B, C, L): sample-major
     rep_fill = fill.repeat(samples, 1, 1)
@@ -76,11 +82,36 @@ def sample_windows(
     with torch.no_grad():
         for lo in range(0, out.shape[0], batch_size):
             hi = min(lo + batch_size, out.shape[0])
-            x = torch.randn((hi - lo, *z.shape[1:]), generator=generator) * float(sigmas[0])
+            shape = (hi - lo, *z.shape[1:])
+            x = torch.zeros(shape) if from_zero else torch.randn(shape, generator=generator) * float(sigmas[0])
             u = sampler(den, x, sigmas.to(x.dtype), cond=rep_cond[lo:hi], generator=generator)
-            out[lo:hi] = rep_fill[lo:hi] + u * scale[None, :, None]
+            out[lo:hi] = rep_fill[lo:hi] + u * resid[None, :, None]
     out = torch.where(visible.repeat(samples, 1, 1), z.repeat(samples, 1, 1), out)
     return out.reshape(samples, n_win, *z.shape[1:])
+
+
+def _assemble(draws: np.ndarray, starts: np.ndarray, total: int, window: int) -> np.ndarray:
+    """Window draws (S, W, K, L) -> series draws (S, T, K): each step t from the window where it is most central."""
+    t = np.arange(total)
+    inside = (t[None, :] >= starts[:, None]) & (t[None, :] < starts[:, None] + window)  # (W, T)
+    margin = np.minimum(t[None, :] - starts[:, None], starts[:, None] + window - 1 - t[None, :])
+    best = np.where(inside, margin, -1).argmax(0)  # (T,)
+    picked = draws[:, best, :, t - starts[best]]  # (T, S, K): advanced indices first
+    return np.transpose(picked, (1, 0, 2))
+
+
+def point_estimate(model: SeriesModel, data: SeriesData) -> np.ndarray:
+    """(T, K) one deterministic fill of ``data``'s missing values (observed values kept): the sampler run from the
+    noise's mode (``sample_windows(..., from_zero=True)``), close to the posterior mean; no Monte-Carlo noise, one
+    sampler run per window. Used to choose the training step on held-out values."""
+    values = data.values
+    observed = ~np.isnan(values)
+    z = torch.from_numpy(np.nan_to_num(model.normalise(values))).float()
+    starts = window_starts(data.length, model.window)
+    zx, ox = context_windows(z, torch.from_numpy(observed), torch.from_numpy(starts), model.window, model.context)
+    draws = sample_windows(model, zx, ox, torch.from_numpy(starts), 1, None, context=model.context, from_zero=True)
+    filled = model.denormalise(_assemble(draws.numpy(), starts, data.length, model.window)[0])
+    return np.where(observed, values, filled)
 
 
 def impute_series(
@@ -125,16 +156,11 @@ def impute_series(
     z = torch.from_numpy(np.nan_to_num(model.normalise(values))).float()
     vis = torch.from_numpy(observed)
     starts = window_starts(total, model.window)
-    zw, ow = gather_windows(z, vis, torch.from_numpy(starts), model.window)
-    draws = sample_windows(model, zw, ow, torch.from_numpy(starts), samples, generator)  # (S, W, K, L)
+    zx, ox = context_windows(z, vis, torch.from_numpy(starts), model.window, model.context)  # (W, K, L + 2 context)
+    draws = sample_windows(model, zx, ox, torch.from_numpy(starts), samples, generator, context=model.context)
+    # draws: (S, W, K, L)
 
-    # each step t takes its samples from the window where it is most central
-    t = np.arange(total)
-    inside = (t[None, :] >= starts[:, None]) & (t[None, :] < starts[:, None] + model.window)  # (W, T')
-    margin = np.minimum(t[None, :] - starts[:, None], starts[:, None] + model.window - 1 - t[None, :])
-    best = np.where(inside, margin, -1).argmax(0)  # (T',)
-    picked = draws.numpy()[:, best, :, t - starts[best]]  # (T', S, K): advanced indices first
-    z_samples = np.transpose(picked, (1, 0, 2))  # (S, T', K)
+    z_samples = _assemble(draws.numpy(), starts, total, model.window)  # (S, T', K)
     if model.spread != 1.0:  # held-out calibration of the width (see fit_series)
         centre = np.median(z_samples, axis=0, keepdims=True)
         z_samples = centre + model.spread * (z_samples - centre)

@@ -1,8 +1,8 @@
 """A trained series model: its configuration, network, normalisation statistics; saved as safetensors + JSON.
 
 A model folder holds ``series.safetensors`` (the network weights, nothing else) and ``series.json`` (the
-configuration, the column names, the per-column mean/std and local scale, the residual scale sigma_data, the
-length of the training series and the anomaly-score calibration). Nothing is ever unpickled.
+configuration, the column names, the per-column mean/std, local scale and residual scale, the denoiser's sigma
+range, the length of the training series and the anomaly-score calibration). Nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -38,7 +38,13 @@ class SeriesConfig:
         sampler, sample_steps: a diffsight sampler name and its number of Karras steps.
         stream_steps: sampler steps of the streaming forecasts (fewer: one value per row; calibrated alike).
         holdout: fraction of the observed values kept out of training to calibrate the width of the intervals
-            (0 turns the calibration off).
+            and to choose the training step kept (0 turns both off).
+        select_every: every this many training steps (and before the first and after the last), the error on
+            the held-out values is measured and the best weights are kept (early stopping; 0, the default, keeps
+            the last: on the benchmark series the held-out values are too few to choose well, and the same
+            values then calibrate the interval width too narrowly).
+        context: steps on each side of a window over which the straight-line fill is computed
+            (:func:`~diffsight.tasks.series.features.conditioning`); None = one window length.
         seed: seeds the training windows, masks and noise.
     """
 
@@ -53,6 +59,8 @@ class SeriesConfig:
     sample_steps: int = 16
     stream_steps: int = 8
     holdout: float = 0.1
+    context: int | None = None
+    select_every: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -63,6 +71,10 @@ class SeriesConfig:
         for name in ("hidden", "blocks", "train_steps", "batch", "sample_steps", "stream_steps"):
             if getattr(self, name) < 1:
                 raise DiffsightError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.select_every < 0:
+            raise DiffsightError(f"select_every must be >= 0 (0 keeps the last weights), got {self.select_every}")
+        if self.context is not None and self.context < 0:
+            raise DiffsightError(f"context must be >= 0 steps (or None for one window), got {self.context}")
         if not 0 <= self.holdout < 0.5:
             raise DiffsightError(f"holdout must be in [0, 0.5), got {self.holdout}")
         if not self.lr > 0:
@@ -76,7 +88,10 @@ class SeriesModel:
     """A trained model. ``window`` is the window length actually used; ``calibration`` is the root-mean-square
     streaming forecast error on training windows, in predictive standard deviations (None before calibration);
     ``spread`` widens (> 1) or narrows the samples around their median so that the intervals cover held-out
-    values at their stated level."""
+    values at their stated level; ``context`` is the number of steps on each side of a window that its
+    straight-line fill sees (0 for models saved before it existed); ``residual_scale`` (K,) is the unit of the
+    diffused residual per column (z units; the local scale for models saved before it existed);
+    ``selected_step`` the training step whose weights were kept (None without held-out selection)."""
 
     config: SeriesConfig
     denoiser: SeriesDenoiser
@@ -88,6 +103,13 @@ class SeriesModel:
     train_length: int
     calibration: float | None = None
     spread: float = 1.0
+    context: int = 0
+    residual_scale: np.ndarray | None = None
+    selected_step: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.residual_scale is None:
+            self.residual_scale = self.local_scale.copy()
 
     @property
     def num_features(self) -> int:
@@ -115,6 +137,9 @@ class SeriesModel:
             "sigma_max": self.denoiser.sigma_max,
             "calibration": self.calibration,
             "spread": self.spread,
+            "context": self.context,
+            "residual_scale": self.residual_scale.tolist(),
+            "selected_step": self.selected_step,
         }
 
 
@@ -181,4 +206,7 @@ def load_series_model(folder: str | Path) -> SeriesModel:
         train_length=int(meta["train_length"]),
         calibration=float(meta["calibration"]) if meta.get("calibration") is not None else None,
         spread=float(meta.get("spread", 1.0)),
+        context=int(meta.get("context", 0)),
+        residual_scale=np.asarray(meta["residual_scale"], dtype=np.float64) if "residual_scale" in meta else None,
+        selected_step=meta.get("selected_step"),
     )

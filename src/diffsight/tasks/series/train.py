@@ -6,9 +6,16 @@ Algorithm (Tashiro et al. 2021, Alg. 1, with EDM's loss and preconditioning, Kar
    spread of a column inside one window, median over windows), so that trending columns are not squashed.
 2. Repeat: draw B windows of length L at random offsets; pick conditioning values among the observed ones with a
    random pattern (:mod:`~diffsight.tasks.series.masks`); the targets are the other observed values.
-3. The clean variable is the residual u = (z - fill) / local_scale of the targets around the straight-line fill
-   of the conditioning values; draw ln sigma ~ N(ln(sigma_data / 0.5) - 1.2, 1.2^2) and minimise
-   ``lambda(sigma) * |D(u + sigma n; sigma, cond) - u|^2`` over the targets only, lambda = (s^2 + sd^2)/(s sd)^2.
+3. The clean variable is the residual u = (z - fill) / residual_scale of the targets around the straight-line fill
+   of the conditioning values (the fill also sees the observed values within ``context`` steps outside the window,
+   none after it for the ``forecast`` pattern); ``residual_scale`` is each column's root-mean-square residual
+   over a few training batches, so an untrained network already draws each column's typical deviation from the
+   straight line and the network's errors are measured in each column's own units (sigma_data = 1); draw
+   ln sigma ~ N(ln(sigma_data / 0.5) - 1.2, 1.2^2) and minimise ``lambda(sigma) * |D(u + sigma n; sigma, cond) - u|^2``
+   over the targets only, lambda = (s^2 + sd^2)/(s sd)^2.
+4. Every ``select_every`` steps, fill the held-out values (one deterministic run) and keep the weights with the
+   smallest error
+   (early stopping; step 0, the untrained network, is a candidate: it draws around the straight line).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import torch
 
 from diffsight.errors import DiffsightError
 from diffsight.tasks.series.data import SeriesData
-from diffsight.tasks.series.features import conditioning
+from diffsight.tasks.series.features import conditioning, context_windows
 from diffsight.tasks.series.masks import training_mask
 from diffsight.tasks.series.model import MIN_WINDOW, SeriesConfig, SeriesModel, build_denoiser
 
@@ -91,31 +98,64 @@ def fit_series(
     observed = torch.from_numpy(observed_np)
     scale = torch.from_numpy(local).float()
     n_starts = data.length - length + 1
+    context = length if config.context is None else config.context
 
     def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         starts = torch.randint(0, n_starts, (config.batch,), generator=gen)
-        zw, ow = gather_windows(z, observed, starts, length)
+        zx, ox = context_windows(z, observed, starts, length, context)  # (B, K, L + 2 context)
+        zw, ow = zx[..., context : context + length], ox[..., context : context + length]  # (B, K, L)
         _, other = gather_windows(z, observed, torch.randint(0, n_starts, (config.batch,), generator=gen), length)
-        cond_mask = training_mask(ow, other, gen)
+        cond_mask, forecasting = training_mask(ow, other, gen)
         target = ow & ~cond_mask
-        cond, fill = conditioning(zw, cond_mask, scale, starts, config.period)
-        u = torch.where(target, (zw - fill) / scale[None, :, None], torch.zeros_like(zw))
+        visible = ox.clone()
+        visible[..., context : context + length] = cond_mask
+        visible[forecasting, :, context + length :] = False  # a forecast sees nothing after the window
+        cond, fill = conditioning(zx, visible, scale, starts, config.period, context)
+        u = torch.where(target, (zw - fill) / resid[None, :, None], torch.zeros_like(zw))
         return u, target.float(), cond, starts
 
-    # sigma_data: root-mean-square residual over a few batches of targets
-    sq, n = 0.0, 0.0
+    # per-column residual scale: root-mean-square of (z - fill) / local_scale over a few batches of targets
+    resid = scale.clone()
+    sq, n = torch.zeros(data.num_features), torch.zeros(data.num_features)
     for _ in range(10):
         u, target, _, _ = batch()
-        sq, n = sq + float(u.square().sum()), n + float(target.sum())
-    sigma_data = max(math.sqrt(sq / max(n, 1.0)), 1e-3)
-    denoiser = build_denoiser(config, data.num_features, sigma_data)
+        sq, n = sq + u.square().sum((0, 2)), n + target.sum((0, 2))
+    rms = (sq / n.clamp(min=1)).sqrt()
+    fallback = float((sq.sum() / n.sum().clamp(min=1)).sqrt())  # columns without targets take the pooled value
+    rms = torch.where(n > 0, rms, torch.full_like(rms, fallback)).clamp(min=1e-3)
+    resid = scale * rms  # (K,) in z units
+    sigma_data = 1.0
+    with torch.random.fork_rng(devices=[]):  # initial weights from the seed, not from the global generator's state
+        torch.manual_seed(config.seed)
+        denoiser = build_denoiser(config, data.num_features, sigma_data)
+    model = SeriesModel(
+        config=config,
+        denoiser=denoiser,
+        columns=data.columns,
+        mean=mean,
+        std=std,
+        local_scale=local,
+        window=length,
+        train_length=data.length,
+        context=context,
+        residual_scale=resid.double().numpy(),
+    )
+    select = held is not None and config.select_every > 0
+    best_error, best_step, best_state = math.inf, 0, None
     denoiser.train()
     opt = torch.optim.AdamW(denoiser.parameters(), lr=config.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, config.train_steps) / config.train_steps))
     )
     shift = math.log(sigma_data / 0.5)
-    for step in range(config.train_steps):
+    for step in range(config.train_steps + 1):
+        if select and (step % config.select_every == 0 or step == config.train_steps):
+            error = _held_error(model, data, full.values, held)
+            if error < best_error:
+                best_error, best_step = error, step
+                best_state = {k: v.detach().clone() for k, v in denoiser.state_dict().items()}
+        if step == config.train_steps:
+            break
         u, target, cond, _ = batch()
         sigma = (torch.randn(config.batch, generator=gen) * P_STD + P_MEAN + shift).exp()  # (B,)
         noise = torch.randn(u.shape, generator=gen)
@@ -129,17 +169,10 @@ def fit_series(
         sched.step()
         if progress is not None and (step % 100 == 0 or step == config.train_steps - 1):
             progress(step, loss.item())
+    if best_state is not None:
+        denoiser.load_state_dict(best_state)
+        model.selected_step = best_step
     denoiser.eval()
-    model = SeriesModel(
-        config=config,
-        denoiser=denoiser,
-        columns=data.columns,
-        mean=mean,
-        std=std,
-        local_scale=local,
-        window=length,
-        train_length=data.length,
-    )
     from diffsight.tasks.series.stream import calibrate
 
     model.calibration = calibrate(model, data, generator=torch.Generator().manual_seed(config.seed + 1))
@@ -158,6 +191,21 @@ def _holdout(observed: np.ndarray, fraction: float, generator: torch.Generator) 
     held = np.zeros(observed.size, dtype=bool)
     held[cells[pick]] = True
     return held.reshape(observed.shape)
+
+
+def _held_error(model: SeriesModel, data: SeriesData, truth: np.ndarray, held: np.ndarray) -> float:
+    """Mean absolute error of the deterministic point estimate (:func:`~.impute.point_estimate`) on the held-out
+    values, in column standard deviations: the score that picks the training step to keep (early stopping). A
+    median of a few random draws would not do: its Monte-Carlo noise shrinks as training narrows the draws, which
+    rewards confidence rather than accuracy."""
+    from diffsight.tasks.series.impute import point_estimate
+
+    was_training = model.denoiser.training
+    model.denoiser.eval()
+    filled = point_estimate(model, data)
+    model.denoiser.train(was_training)
+    cols = np.nonzero(held)[1]
+    return float(np.mean(np.abs(filled[held] - truth[held]) / model.std[cols]))
 
 
 def _spread(
