@@ -104,14 +104,21 @@ def point_estimate(model: SeriesModel, data: SeriesData) -> np.ndarray:
     """(T, K) one deterministic fill of ``data``'s missing values (observed values kept): the sampler run from the
     noise's mode (``sample_windows(..., from_zero=True)``), close to the posterior mean; no Monte-Carlo noise, one
     sampler run per window. Used to choose the training step on held-out values."""
-    values = data.values
-    observed = ~np.isnan(values)
+    filled = model.denormalise(_draw_series(model, data.values, 1, None, from_zero=True)[0])
+    return np.where(np.isnan(data.values), filled, data.values)
+
+
+def _draw_series(
+    model: SeriesModel, values: np.ndarray, samples: int, generator: torch.Generator | None, from_zero: bool = False
+) -> np.ndarray:
+    """(S, T, K) draws in z units of the series ``values`` (T, K) (NaN = hidden): half-overlapping windows with
+    context, sampled, and put back together."""
+    observed = torch.from_numpy(~np.isnan(values))
     z = torch.from_numpy(np.nan_to_num(model.normalise(values))).float()
-    starts = window_starts(data.length, model.window)
-    zx, ox = context_windows(z, torch.from_numpy(observed), torch.from_numpy(starts), model.window, model.context)
-    draws = sample_windows(model, zx, ox, torch.from_numpy(starts), 1, None, context=model.context, from_zero=True)
-    filled = model.denormalise(_assemble(draws.numpy(), starts, data.length, model.window)[0])
-    return np.where(observed, values, filled)
+    starts = torch.from_numpy(window_starts(values.shape[0], model.window))
+    zx, ox = context_windows(z, observed, starts, model.window, model.context)  # (W, K, L + 2 context)
+    draws = sample_windows(model, zx, ox, starts, samples, generator, context=model.context, from_zero=from_zero)
+    return _assemble(draws.numpy(), starts.numpy(), values.shape[0], model.window)  # (S, W, K, L) -> (S, T, K)
 
 
 def impute_series(
@@ -153,14 +160,7 @@ def impute_series(
         )
     values = np.concatenate([data.values, np.full((forecast, data.num_features), np.nan)])  # (T', K)
     observed = ~np.isnan(values)
-    z = torch.from_numpy(np.nan_to_num(model.normalise(values))).float()
-    vis = torch.from_numpy(observed)
-    starts = window_starts(total, model.window)
-    zx, ox = context_windows(z, vis, torch.from_numpy(starts), model.window, model.context)  # (W, K, L + 2 context)
-    draws = sample_windows(model, zx, ox, torch.from_numpy(starts), samples, generator, context=model.context)
-    # draws: (S, W, K, L)
-
-    z_samples = _assemble(draws.numpy(), starts, total, model.window)  # (S, T', K)
+    z_samples = _draw_series(model, values, samples, generator)  # (S, T', K)
     if model.spread != 1.0:  # held-out calibration of the width (see fit_series)
         centre = np.median(z_samples, axis=0, keepdims=True)
         z_samples = centre + model.spread * (z_samples - centre)
