@@ -72,8 +72,9 @@ def test_unet_per_example_gradients_match_plain_autograd() -> None:
     attribution = TrainingAttribution(
         model.denoiser, x, labels=y, sigmas=[0.3], draws=1, parameters=["backbone.unet.conv_out"]
     )
-    grads = attribution._grads(x, attribution.train_noise, attribution.labels, "loss", attribution.sigmas,
-                               torch.ones(1, dtype=torch.float64))
+    grads = attribution._grads(
+        x, attribution.train_noise, attribution.labels, "loss", attribution.sigmas, torch.ones(1, dtype=torch.float64)
+    )
     weight, bias = model.denoiser.backbone.unet.conv_out.weight, model.denoiser.backbone.unet.conv_out.bias
     for b in range(x.shape[0]):
         w, c = weight.detach().clone().requires_grad_(True), bias.detach().clone().requires_grad_(True)

@@ -50,8 +50,12 @@ def _torchrun(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node=2", *args], capture_output=True, text=True, timeout=300,
-        env=env, cwd=tmp,
+        [torchrun, "--standalone", "--nproc_per_node=2", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -61,7 +65,10 @@ def _torchrun(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_sample_command_under_two_processes_equals_one(tmp_path: Path) -> None:
     args = ["sample", "digits", "-n", "7", "--steps", "6", "--class", "3", "--seed", "5"]
     one = subprocess.run(
-        [sys.executable, "-m", "diffsight", *args, "-o", "one.npy"], capture_output=True, text=True, cwd=tmp_path,
+        [sys.executable, "-m", "diffsight", *args, "-o", "one.npy"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
         timeout=300,
     )
     assert one.returncode == 0, one.stderr[-2000:]
@@ -77,7 +84,9 @@ def test_attribution_features_shared_between_processes(tmp_path: Path) -> None:
     (tmp_path / "featurize.py").write_text(SCRIPT)
     _torchrun(tmp_path, str(tmp_path / "featurize.py"), str(tmp_path / "two.pt"))
     single = subprocess.run(
-        [sys.executable, str(tmp_path / "featurize.py"), str(tmp_path / "one.pt")], capture_output=True, text=True,
+        [sys.executable, str(tmp_path / "featurize.py"), str(tmp_path / "one.pt")],
+        capture_output=True,
+        text=True,
         timeout=300,
     )
     assert single.returncode == 0, single.stderr[-2000:]
@@ -92,8 +101,12 @@ def test_explain_seeds_shared_between_processes(tmp_path: Path) -> None:
     args = ["explain", "digits", "--seed", "0", "--seed", "1", "--class", "4", "--steps", "6", "--k", "2"]
     args += ["--branch-steps", "2", "--no-attribution", "--no-likelihood"]
     one = subprocess.run(
-        [sys.executable, "-m", "diffsight", *args, "-o", "one.html"], capture_output=True, text=True, cwd=tmp_path,
-        timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [sys.executable, "-m", "diffsight", *args, "-o", "one.html"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert one.returncode == 0, one.stderr[-2000:]
     two = _torchrun(tmp_path, "-m", "diffsight", *args, "-o", "two.html")

@@ -258,8 +258,10 @@ def _attribution_section(found: SampleAttribution, samples: torch.Tensor, train:
             else ""
         )
         rows.append(f"<tr><td>{i}</td>{pics}<td>{html.escape(tops)}</td><td>#{int(found.pixel_nearest[row])}</td></tr>")
-    head = "<th>sample</th><th>image</th><th>top training images (TRAK)</th><th>nearest in pixels</th>" if images else (
-        "<th>sample</th>"
+    head = (
+        "<th>sample</th><th>image</th><th>top training images (TRAK)</th><th>nearest in pixels</th>"
+        if images
+        else ("<th>sample</th>")
     )
     body = (
         f"<h2>Training-data attribution</h2><p>{html.escape(found.summary())}</p><p>Settings: "
