@@ -25,10 +25,10 @@ import torch
 
 from diffsight.errors import DiffsightError
 from diffsight.tasks.series.data import SeriesData
+from diffsight.tasks.series.features import context_windows
 from diffsight.tasks.series.impute import sample_windows
 from diffsight.tasks.series.metrics import crps_samples
 from diffsight.tasks.series.model import SeriesModel
-from diffsight.tasks.series.train import gather_windows
 
 __all__ = ["StreamScorer", "WindowScore", "calibrate", "forecast_scores"]
 
@@ -89,7 +89,7 @@ def calibrate(
     pick = torch.randperm(ends.size, generator=generator)[:windows].numpy()
     starts = torch.from_numpy(ends[np.sort(pick)] - length + 1)
     z = torch.from_numpy(np.nan_to_num(model.normalise(data.values))).float()
-    zw, ow = gather_windows(z, torch.from_numpy(observed), starts, length)
+    zw, ow = context_windows(z, torch.from_numpy(observed), starts, length, 0)
     _, err, _ = forecast_scores(model, zw, ow, starts, samples, generator)
     return float(max(np.sqrt(np.mean(err**2)), 1e-3))
 

@@ -29,10 +29,12 @@ import torch
 from diffsight.errors import DiffsightError
 from diffsight.tasks.series.data import SeriesData
 from diffsight.tasks.series.features import conditioning, context_windows
+from diffsight.tasks.series.impute import impute_series, point_estimate
 from diffsight.tasks.series.masks import training_mask
 from diffsight.tasks.series.model import MIN_WINDOW, SeriesConfig, SeriesModel, build_denoiser
+from diffsight.tasks.series.stream import calibrate
 
-__all__ = ["fit_series", "gather_windows", "window_length"]
+__all__ = ["fit_series", "window_length"]
 
 P_MEAN, P_STD = -1.2, 1.2  # EDM's log-normal training sigmas, for sigma_data = 0.5
 
@@ -42,14 +44,6 @@ def window_length(config: SeriesConfig, length: int) -> int:
     if length < MIN_WINDOW:
         raise DiffsightError(f"the series has {length} rows; it needs at least {MIN_WINDOW} (one window) to learn from")
     return min(config.window, length)
-
-
-def gather_windows(
-    z: torch.Tensor, observed: torch.Tensor, starts: torch.Tensor, length: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Windows (B, K, L) of a series ``z`` (T, K) (NaN-free) and its mask ``observed`` (T, K) at ``starts`` (B,)."""
-    idx = starts[:, None] + torch.arange(length)  # (B, L)
-    return z[idx].permute(0, 2, 1), observed[idx].permute(0, 2, 1)
 
 
 def _local_scale(z: np.ndarray, observed: np.ndarray, length: int) -> np.ndarray:
@@ -104,7 +98,7 @@ def fit_series(
         starts = torch.randint(0, n_starts, (config.batch,), generator=gen)
         zx, ox = context_windows(z, observed, starts, length, context)  # (B, K, L + 2 context)
         zw, ow = zx[..., context : context + length], ox[..., context : context + length]  # (B, K, L)
-        _, other = gather_windows(z, observed, torch.randint(0, n_starts, (config.batch,), generator=gen), length)
+        _, other = context_windows(z, observed, torch.randint(0, n_starts, (config.batch,), generator=gen), length, 0)
         cond_mask, forecasting = training_mask(ow, other, gen)
         target = ow & ~cond_mask
         visible = ox.clone()
@@ -173,8 +167,6 @@ def fit_series(
         denoiser.load_state_dict(best_state)
         model.selected_step = best_step
     denoiser.eval()
-    from diffsight.tasks.series.stream import calibrate
-
     model.calibration = calibrate(model, data, generator=torch.Generator().manual_seed(config.seed + 1))
     if held is not None:
         model.spread = _spread(model, data, full.values, held, torch.Generator().manual_seed(config.seed + 2))
@@ -198,8 +190,6 @@ def _held_error(model: SeriesModel, data: SeriesData, truth: np.ndarray, held: n
     values, in column standard deviations: the score that picks the training step to keep (early stopping). A
     median of a few random draws would not do: its Monte-Carlo noise shrinks as training narrows the draws, which
     rewards confidence rather than accuracy."""
-    from diffsight.tasks.series.impute import point_estimate
-
     was_training = model.denoiser.training
     model.denoiser.eval()
     filled = point_estimate(model, data)
@@ -213,8 +203,6 @@ def _spread(
 ) -> float:
     """The factor that makes the 90% intervals cover 90% of the held-out values (a split-conformal scale on the
     normalised distance from the median to the value, measured against the interval's half on that side)."""
-    from diffsight.tasks.series.impute import impute_series
-
     result = impute_series(model, data, samples=32, generator=generator)
     y, med = truth[held], result.median[held]
     half = np.where(y >= med, result.upper[held] - med, med - result.lower[held])

@@ -58,19 +58,22 @@ class QuantileNormal:
         x = np.asarray(x, dtype=np.float64)
         if self.constant:
             return np.zeros_like(x)
-        q, r = self.quantiles, self._references()
-        u = 0.5 * (np.interp(x, q, r) - np.interp(-x, -q[::-1], -r[::-1]))  # middle of a tie's CDF step
-        return ndtri(np.clip(u, _CLIP, 1 - _CLIP))
+        lo, hi = self._step(x)
+        return ndtri(np.clip(0.5 * (lo + hi), _CLIP, 1 - _CLIP))  # middle of a tie's CDF step
 
     def forward_range(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(z_lo, z_hi)``: every ``z`` in between decodes to ``x`` (a tie's whole CDF step; one point otherwise)."""
         x = np.asarray(x, dtype=np.float64)
         if self.constant:
             return np.full_like(x, -np.inf), np.full_like(x, np.inf)
+        lo, hi = self._step(x)
+        return ndtri(np.clip(lo, _CLIP, 1 - _CLIP)), ndtri(np.clip(hi, _CLIP, 1 - _CLIP))
+
+    def _step(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ends of ``x``'s step of the empirical CDF (equal where ``x`` is not tied), in [0, 1]."""
         q, r = self.quantiles, self._references()
         a, b = np.interp(x, q, r), -np.interp(-x, -q[::-1], -r[::-1])
-        lo, hi = np.minimum(a, b), np.maximum(a, b)
-        return ndtri(np.clip(lo, _CLIP, 1 - _CLIP)), ndtri(np.clip(hi, _CLIP, 1 - _CLIP))
+        return np.minimum(a, b), np.maximum(a, b)
 
     def inverse(self, z: np.ndarray) -> np.ndarray:
         z = np.asarray(z, dtype=np.float64)
