@@ -13,6 +13,10 @@ the side information (in the spirit of CSDI's side information, Tashiro et al. 2
 - ``d``: the distance (in steps) to the nearest visible value of the same feature, as log(1+d)/log(1+L);
 - optionally the seasonal phase ``sin, cos(2 pi t / period)`` of the absolute time index t (2 channels).
 
+With a seasonal profile s (per column, :mod:`~diffsight.tasks.series.fill`), the straight line is drawn
+through the seasonally adjusted values ``z - s`` and the profile is added back: ``f = line(z - s) + s``; with a
+per-column drift d, the fill continues with slope d beyond the first and last visible value instead of flat.
+
 The diffused variable is the residual ``u = (z - f_raw) / local_scale`` at the hidden positions, so the prior mean
 (u = 0) is straight-line interpolation and the network learns what it misses (curvature, season, other columns).
 """
@@ -23,6 +27,8 @@ import math
 
 import torch
 
+from diffsight.tasks.series.fill import seasonal_windows
+
 __all__ = [
     "conditioning",
     "cond_channels",
@@ -32,17 +38,21 @@ __all__ = [
 ]
 
 
-def linear_fill(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def linear_fill(
+    values: torch.Tensor, mask: torch.Tensor, drift: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Linear interpolation along the last axis through the entries where ``mask`` is True.
 
     Args:
         values: (B, K, L); entries where ``mask`` is False are ignored.
         mask: (B, K, L) bool.
+        drift: (K,) step per time step with which the fill continues beyond the first and last visible entry
+            (None: flat).
 
     Returns:
         ``(filled, dist)``, both (B, K, L): the interpolation (equal to ``values`` where visible; the nearest visible
-        value beyond the first/last one; 0 where a row shows nothing) and the distance to the nearest visible entry
-        (L where a row shows nothing).
+        value, plus the drift times the distance, beyond the first/last one; 0 where a row shows nothing) and the
+        distance to the nearest visible entry (L where a row shows nothing).
     """
     length = values.shape[-1]
     t = torch.arange(length, device=values.device).expand_as(mask)  # (B, K, L)
@@ -53,7 +63,12 @@ def linear_fill(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor,
     v_next = values.gather(-1, nxt.clamp(max=length - 1))
     w = (t - prev).to(values.dtype) / (nxt - prev).clamp(min=1).to(values.dtype)
     between = v_prev + w * (v_next - v_prev)
-    one_side = torch.where(has_prev, v_prev, torch.where(has_next, v_next, torch.zeros_like(values)))
+    if drift is None:
+        after, before = v_prev, v_next
+    else:
+        step = drift.to(values.dtype)[None, :, None]  # (1, K, 1)
+        after, before = v_prev + step * (t - prev).to(values.dtype), v_next - step * (nxt - t).to(values.dtype)
+    one_side = torch.where(has_prev, after, torch.where(has_next, before, torch.zeros_like(values)))
     filled = torch.where(has_prev & has_next, between, one_side)
     d_prev = torch.where(has_prev, t - prev, length)
     d_next = torch.where(has_next, nxt - t, length)
@@ -94,6 +109,8 @@ def conditioning(
     start: torch.Tensor,
     period: int | None,
     context: int = 0,
+    seasonal: torch.Tensor | None = None,
+    drift: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Side information and the straight-line fill of windows seen through ``mask``.
 
@@ -103,12 +120,23 @@ def conditioning(
         local_scale: (K,) per-feature scale of the fill channel.
         start: (B,) absolute time index of each window's first step (after the context).
         period: seasonal period for the phase channels, or None.
+        seasonal: (K, 2) seasonal profile coefficients (sin, cos) in the units of ``z``
+            (:func:`~diffsight.tasks.series.fill.fit_seasonal_profile`), or None for plain straight lines; used
+            only with a period.
+        drift: (K,) step per time step that the fill continues with beyond the first and last visible value of
+            the window and its context (:func:`~diffsight.tasks.series.fill.fit_drift`); None: flat.
 
     Returns ``(cond, fill)`` over the central L steps: cond (B, 4K [+2], L) float32 with the mask in the first K
     channels, and the raw fill (B, K, L) in the units of ``z`` (add ``u * local_scale`` to it to get values back).
     """
-    values = torch.where(mask, z, torch.zeros_like(z))
-    fill, dist = linear_fill(values, mask)
+    season = None
+    if period and seasonal is not None and bool(seasonal.any()):
+        season = seasonal_windows(seasonal, start - context, z.shape[-1], period).to(z.dtype)  # (B, K, L + 2P)
+    adjusted = z if season is None else z - season
+    values = torch.where(mask, adjusted, torch.zeros_like(z))
+    fill, dist = linear_fill(values, mask, drift)
+    if season is not None:
+        fill = fill + season
     end = z.shape[-1] - context
     fill, dist, mask = fill[..., context:end], dist[..., context:end], mask[..., context:end]  # (B, K, L)
     length = end - context

@@ -20,6 +20,7 @@ from diffsight.errors import DiffsightError
 from diffsight.sampling import get_sampler, karras_sigmas
 from diffsight.tasks.series.data import SeriesData
 from diffsight.tasks.series.features import conditioning, context_windows
+from diffsight.tasks.series.fill import adjusted_line
 from diffsight.tasks.series.model import SeriesModel
 
 __all__ = ["SeriesImputation", "impute_series", "point_estimate", "sample_windows", "window_starts"]
@@ -73,7 +74,8 @@ def sample_windows(
     sigmas = karras_sigmas(n_steps, sigma_min=den.sigma_min, sigma_max=den.sigma_max)
     scale = torch.from_numpy(model.local_scale).float()
     resid = torch.from_numpy(model.residual_scale).float()
-    cond, fill = conditioning(z, visible, scale, starts, model.config.period, context)
+    seasonal, drift = torch.from_numpy(model.seasonal).float(), torch.from_numpy(model.drift).float()
+    cond, fill = conditioning(z, visible, scale, starts, model.config.period, context, seasonal, drift)
     z, visible = z[..., context : z.shape[-1] - context], visible[..., context : visible.shape[-1] - context]
     n_win = z.shape[0]
     rep_cond = cond.repeat(samples, 1, 1)  # (S*B, C, L): sample-major
@@ -161,6 +163,10 @@ def impute_series(
     values = np.concatenate([data.values, np.full((forecast, data.num_features), np.nan)])  # (T', K)
     observed = ~np.isnan(values)
     z_samples = _draw_series(model, values, samples, generator)  # (S, T', K)
+    if model.stack_weight != 1.0:  # keep w of the network's correction to the fill (see SeriesModel)
+        fill = adjusted_line(model.normalise(values), model.seasonal, model.config.period, model.drift)  # (T', K)
+        centre = np.median(z_samples, axis=0)
+        z_samples = z_samples - (1.0 - model.stack_weight) * (centre - fill)[None]
     if model.spread != 1.0:  # held-out calibration of the width (see fit_series)
         centre = np.median(z_samples, axis=0, keepdims=True)
         z_samples = centre + model.spread * (z_samples - centre)

@@ -45,6 +45,10 @@ class SeriesConfig:
             values then calibrate the interval width too narrowly).
         context: steps on each side of a window over which the straight-line fill is computed
             (:func:`~diffsight.tasks.series.features.conditioning`); None = one window length.
+        seasonal_fill: with a period, draw the straight-line fill around a per-column seasonal profile where it
+            lowers the leave-one-out error of the fill by at least 10% (:mod:`~diffsight.tasks.series.fill`).
+        drift_ends: beyond a column's first and last visible value, continue the fill with the column's drift
+            where it is significant, instead of flat (:func:`~diffsight.tasks.series.fill.fit_drift`).
         seed: seeds the training windows, masks and noise.
     """
 
@@ -61,6 +65,8 @@ class SeriesConfig:
     holdout: float = 0.1
     context: int | None = None
     select_every: int = 0
+    seasonal_fill: bool = True
+    drift_ends: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -91,7 +97,13 @@ class SeriesModel:
     values at their stated level; ``context`` is the number of steps on each side of a window that its
     straight-line fill sees (0 for models saved before it existed); ``residual_scale`` (K,) is the unit of the
     diffused residual per column (z units; the local scale for models saved before it existed);
-    ``selected_step`` the training step whose weights were kept (None without held-out selection)."""
+    ``selected_step`` the training step whose weights were kept (None without held-out selection); ``seasonal``
+    (K, 2) the seasonal profile coefficients (sin, cos; z units) that the straight-line fill is drawn around
+    (zero rows: plain straight lines; :mod:`~diffsight.tasks.series.fill`); ``drift`` (K,) the step per time step
+    (z units) that the fill continues with beyond the first and last visible value (0: flat); ``stack_weight``
+    w in [0, 1] the share of the network's correction to that fill that imputations keep: the median of each
+    hidden value's draws is moved to ``fill + w (median - fill)`` (a stacked regression fitted on held-out values,
+    Breiman 1996; 1 keeps the network's draws as they are)."""
 
     config: SeriesConfig
     denoiser: SeriesDenoiser
@@ -106,10 +118,17 @@ class SeriesModel:
     context: int = 0
     residual_scale: np.ndarray | None = None
     selected_step: int | None = None
+    seasonal: np.ndarray | None = None
+    drift: np.ndarray | None = None
+    stack_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.residual_scale is None:
             self.residual_scale = self.local_scale.copy()
+        if self.seasonal is None:
+            self.seasonal = np.zeros((len(self.columns), 2))
+        if self.drift is None:
+            self.drift = np.zeros(len(self.columns))
 
     @property
     def num_features(self) -> int:
@@ -140,6 +159,9 @@ class SeriesModel:
             "context": self.context,
             "residual_scale": self.residual_scale.tolist(),
             "selected_step": self.selected_step,
+            "seasonal": self.seasonal.tolist(),
+            "drift": self.drift.tolist(),
+            "stack_weight": self.stack_weight,
         }
 
 
@@ -209,4 +231,26 @@ def load_series_model(folder: str | Path) -> SeriesModel:
         context=int(meta.get("context", 0)),
         residual_scale=np.asarray(meta["residual_scale"], dtype=np.float64) if "residual_scale" in meta else None,
         selected_step=meta.get("selected_step"),
+        seasonal=_coefficients(meta, "seasonal", (len(columns), 2), meta_path),
+        drift=_coefficients(meta, "drift", (len(columns),), meta_path),
+        stack_weight=_unit_interval(meta.get("stack_weight", 1.0), "stack_weight", meta_path),
     )
+
+
+def _unit_interval(value: Any, name: str, path: Path) -> float:
+    if not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
+        raise DiffsightError(f"{path}: {name!r} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _coefficients(meta: dict[str, Any], name: str, shape: tuple[int, ...], path: Path) -> np.ndarray | None:
+    """A per-column array of a model's metadata (None for models saved before it existed), checked."""
+    if meta.get(name) is None:
+        return None
+    try:
+        coef = np.asarray(meta[name], dtype=np.float64)
+    except (TypeError, ValueError):
+        coef = np.full(1, np.nan)
+    if coef.shape != shape or not np.isfinite(coef).all():
+        raise DiffsightError(f"{path}: {name!r} must be finite numbers of shape {shape}, got {meta[name]!r:.80}")
+    return coef

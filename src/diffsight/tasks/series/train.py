@@ -25,10 +25,12 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from scipy import stats
 
 from diffsight.errors import DiffsightError
 from diffsight.tasks.series.data import SeriesData
 from diffsight.tasks.series.features import conditioning, context_windows
+from diffsight.tasks.series.fill import adjusted_line, fit_drift, fit_seasonal_profile, seasonal_values
 from diffsight.tasks.series.impute import impute_series, point_estimate
 from diffsight.tasks.series.masks import training_mask
 from diffsight.tasks.series.model import MIN_WINDOW, SeriesConfig, SeriesModel, build_denoiser
@@ -86,6 +88,11 @@ def fit_series(
     std = np.where(std > 0, std, 1.0)
     z_np = (data.values - mean) / std
     local = _local_scale(z_np, observed_np, length)
+    seasonal_np = fit_seasonal_profile(z_np, observed_np, config.period if config.seasonal_fill else None)
+    seasonal = torch.from_numpy(seasonal_np).float()  # (K, 2)
+    adjusted = z_np - seasonal_values(seasonal_np, config.period, data.length)  # (T, K) NaN where not observed
+    drift_np = fit_drift(adjusted, observed_np) if config.drift_ends else np.zeros(data.num_features)
+    drift = torch.from_numpy(drift_np).float()  # (K,)
 
     gen = torch.Generator().manual_seed(config.seed)
     z = torch.from_numpy(np.nan_to_num(z_np)).float()  # (T, K)
@@ -104,7 +111,7 @@ def fit_series(
         visible = ox.clone()
         visible[..., context : context + length] = cond_mask
         visible[forecasting, :, context + length :] = False  # a forecast sees nothing after the window
-        cond, fill = conditioning(zx, visible, scale, starts, config.period, context)
+        cond, fill = conditioning(zx, visible, scale, starts, config.period, context, seasonal, drift)
         u = torch.where(target, (zw - fill) / resid[None, :, None], torch.zeros_like(zw))
         return u, target.float(), cond, starts
 
@@ -133,6 +140,8 @@ def fit_series(
         train_length=data.length,
         context=context,
         residual_scale=resid.double().numpy(),
+        seasonal=seasonal_np,
+        drift=drift_np,
     )
     select = held is not None and config.select_every > 0
     best_error, best_step, best_state = math.inf, 0, None
@@ -169,7 +178,9 @@ def fit_series(
     denoiser.eval()
     model.calibration = calibrate(model, data, generator=torch.Generator().manual_seed(config.seed + 1))
     if held is not None:
-        model.spread = _spread(model, data, full.values, held, torch.Generator().manual_seed(config.seed + 2))
+        model.stack_weight, model.spread = _stack_and_spread(
+            model, data, full.values, held, torch.Generator().manual_seed(config.seed + 2)
+        )
     return model
 
 
@@ -198,15 +209,57 @@ def _held_error(model: SeriesModel, data: SeriesData, truth: np.ndarray, held: n
     return float(np.mean(np.abs(filled[held] - truth[held]) / model.std[cols]))
 
 
-def _spread(
+def _stack_weight(correction: np.ndarray, needed: np.ndarray) -> float:
+    """The weight w in [0, 1] of the network's ``correction`` to the fill, given the held-out values' ``needed``
+    departure from it (both in column standard deviations): the least-squares slope of ``needed`` on
+    ``correction`` through 0 (a stacked regression, Breiman 1996) less one standard error (the one-standard-error
+    rule, Hastie et al. 2009, sec. 7.10: with a few dozen held-out values, keep the simpler fill unless the
+    network's share is clearly positive), clipped to [0, 1]."""
+    power = float(np.sum(correction**2))
+    if power == 0.0 or correction.size < 2:
+        return 1.0
+    slope = float(np.sum(correction * needed)) / power
+    se = float(np.sqrt(np.sum((needed - slope * correction) ** 2) / (correction.size - 1) / power))
+    return float(np.clip(slope - se, 0.0, 1.0))
+
+
+def _stack_and_spread(
     model: SeriesModel, data: SeriesData, truth: np.ndarray, held: np.ndarray, generator: torch.Generator
-) -> float:
-    """The factor that makes the 90% intervals cover 90% of the held-out values (a split-conformal scale on the
-    normalised distance from the median to the value, measured against the interval's half on that side)."""
+) -> tuple[float, float]:
+    """The stack weight and the interval scale, both from the held-out values.
+
+    The weight w in [0, 1] is the share of the network's correction (median of the draws minus the fill) that
+    the held-out values support (:func:`_stack_weight`): near 1 where the network has learnt something, 0 where
+    its corrections are noise (a sparse series, e.g. 90% hidden, leaves it a few hundred values to learn from).
+    Then the scale that makes the 90% intervals, moved with the median, cover 90% of the held-out values
+    (:func:`_conformal_scale` of the distance from the median to the value, measured against the interval's half
+    on that side)."""
     result = impute_series(model, data, samples=32, generator=generator)
-    y, med = truth[held], result.median[held]
-    half = np.where(y >= med, result.upper[held] - med, med - result.lower[held])
-    ratio = np.abs(y - med) / np.maximum(half, 1e-9 * model.std[np.nonzero(held)[1]])
+    cols = np.nonzero(held)[1]
+    fill = model.denormalise(
+        adjusted_line(model.normalise(data.values), model.seasonal, model.config.period, model.drift)
+    )
+    y, med, base = truth[held], result.median[held], fill[held]
+    correction, needed = (med - base) / model.std[cols], (y - base) / model.std[cols]
+    weight = _stack_weight(correction, needed)
+    moved = (1.0 - weight) * (med - base)
+    med, lower, upper = med - moved, result.lower[held] - moved, result.upper[held] - moved
+    half = np.where(y >= med, upper - med, med - lower)
+    ratio = np.abs(y - med) / np.maximum(half, 1e-9 * model.std[cols])
+    return weight, _conformal_scale(ratio)
+
+
+def _conformal_scale(ratio: np.ndarray, level: float = 0.9) -> float:
+    """The factor on the interval's half-widths that makes ``level`` intervals cover the held-out values, from their
+    ``ratio`` |value - median| / half-width: the split-conformal quantile, the ceil((n + 1) level)-th smallest ratio
+    (Lei et al. 2018, sec. 2.2). Fewer than 19 values cannot calibrate a 90% interval that way (the rank would be
+    the largest value or beyond), so they calibrate the widest central interval they can, of level (n - 1)/(n + 1)
+    (the second largest ratio), and a normal law's tails carry it to ``level``: times z((1 + level)/2) /
+    z((1 + level_n)/2)."""
     n = ratio.size
-    level = min(1.0, np.ceil((n + 1) * 0.9) / n)  # finite-sample conformal quantile
-    return float(np.clip(np.quantile(ratio, level), 0.5, 20.0))
+    reached = min(level, (n - 1) / (n + 1))
+    rank = min(n, int(np.ceil((n + 1) * reached - 1e-9)))  # 1-based rank of the conformal quantile
+    scale = float(np.sort(ratio)[rank - 1])
+    if reached < level:
+        scale *= float(stats.norm.ppf((1 + level) / 2) / stats.norm.ppf((1 + reached) / 2))
+    return float(np.clip(scale, 0.5, 20.0))
