@@ -5,7 +5,9 @@ For each series and each fraction p in (10%, 50%, 90%), p of the observed values
 the model is trained on the remaining values only (self-supervised masking), then fills the hidden ones with 50
 samples. Scores on the hidden values, in units of each column's standard deviation (so columns and series are
 comparable): CRPS of the samples (Gneiting & Raftery 2007, eq. 21) and MAE of their median. The baselines give a
-single value, so their CRPS is their MAE. Single thread. Run: ``.venv/bin/python benchmarks/series.py``
+single value, so their CRPS is their MAE. Also printed: the stack weight w of the network's correction to its
+fill, and how many columns keep a seasonal profile and a drift at the ends (docs/time-series.md). Single
+thread. Run: ``.venv/bin/python benchmarks/series.py``
 (``--quick`` for a short smoke run; ``--only co2 --fractions 0.5``).
 """
 
@@ -67,11 +69,14 @@ def run_one(name: str, fraction: float, config: SeriesConfig, samples: int, seed
             ((result.lower[rows, cols] <= truth[rows, cols]) & (truth[rows, cols] <= result.upper[rows, cols])).mean()
         ),
         "train_s": t1 - t0,
+        "weight": model.stack_weight,
+        "seasonal": int(np.count_nonzero(model.seasonal.any(axis=1))),
+        "drift": int(np.count_nonzero(model.drift)),
         "impute_s": t2 - t1,
     }
     for label, filled in (
         ("linear", linear_interpolation(train_values)),
-        ("seasonal", seasonal_naive(train_values, period)),
+        ("seasonal_naive", seasonal_naive(train_values, period)),
     ):
         out[label] = float((np.abs(filled[rows, cols] - truth[rows, cols]) / norm).mean())
     return out
@@ -91,15 +96,16 @@ def main() -> None:
     config = SeriesConfig(train_steps=steps)
     print(
         f"{'series':<10} {'hidden':>6} | {'CRPS':>7} {'MAE':>7} {'cov90':>6} | {'linear':>7} {'seas.':>7} "
-        f"| {'CRPS/best':>9} {'MAE/best':>8} | {'train s':>7} {'fill s':>6}"
+        f"| {'CRPS/best':>9} {'MAE/best':>8} | {'w':>4} {'seas':>4} {'drift':>5} | {'train s':>7} {'fill s':>6}"
     )
     for name in args.only:
         for fraction in args.fractions:
             r = run_one(name, fraction, config, samples, args.seed)
-            best = min(r["linear"], r["seasonal"])
+            best = min(r["linear"], r["seasonal_naive"])
             print(
                 f"{name:<10} {fraction:>6.0%} | {r['crps']:7.4f} {r['mae']:7.4f} {r['cover90']:6.2f} | "
-                f"{r['linear']:7.4f} {r['seasonal']:7.4f} | {r['crps'] / best:9.3f} {r['mae'] / best:8.3f} | "
+                f"{r['linear']:7.4f} {r['seasonal_naive']:7.4f} | {r['crps'] / best:9.3f} {r['mae'] / best:8.3f} | "
+                f"{r['weight']:4.2f} {r['seasonal']:4d} {r['drift']:5d} | "
                 f"{r['train_s']:7.1f} {r['impute_s']:6.1f}",
                 flush=True,
             )

@@ -211,16 +211,19 @@ def _held_error(model: SeriesModel, data: SeriesData, truth: np.ndarray, held: n
 
 def _stack_weight(correction: np.ndarray, needed: np.ndarray) -> float:
     """The weight w in [0, 1] of the network's ``correction`` to the fill, given the held-out values' ``needed``
-    departure from it (both in column standard deviations): the least-squares slope of ``needed`` on
-    ``correction`` through 0 (a stacked regression, Breiman 1996) less one standard error (the one-standard-error
-    rule, Hastie et al. 2009, sec. 7.10: with a few dozen held-out values, keep the simpler fill unless the
-    network's share is clearly positive), clipped to [0, 1]."""
-    power = float(np.sum(correction**2))
-    if power == 0.0 or correction.size < 2:
+    departure from it (both in column standard deviations): the least-absolute-deviations slope through 0,
+    argmin_w sum |needed - w correction| (a stacked regression, Breiman 1996, under the loss that the median,
+    the point estimate, is scored by), clipped to [0, 1]. It is the median of the ratios needed / correction
+    weighted by |correction|; a least-squares slope would follow the one or two largest held-out departures,
+    and a few dozen held-out values are all that a sparse series has."""
+    keep = correction != 0
+    if not keep.any():
         return 1.0
-    slope = float(np.sum(correction * needed)) / power
-    se = float(np.sqrt(np.sum((needed - slope * correction) ** 2) / (correction.size - 1) / power))
-    return float(np.clip(slope - se, 0.0, 1.0))
+    ratio, weight = needed[keep] / correction[keep], np.abs(correction[keep])
+    order = np.argsort(ratio)
+    cumulative = np.cumsum(weight[order])
+    median = ratio[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])]
+    return float(np.clip(median, 0.0, 1.0))
 
 
 def _stack_and_spread(
@@ -229,8 +232,9 @@ def _stack_and_spread(
     """The stack weight and the interval scale, both from the held-out values.
 
     The weight w in [0, 1] is the share of the network's correction (median of the draws minus the fill) that
-    the held-out values support (:func:`_stack_weight`): near 1 where the network has learnt something, 0 where
-    its corrections are noise (a sparse series, e.g. 90% hidden, leaves it a few hundred values to learn from).
+    best fits the held-out values (:func:`_stack_weight`): near 1 where the network has learnt something, near 0
+    where its corrections are noise (a sparse series, e.g. 90% hidden, leaves it a few hundred values to learn
+    from).
     Then the scale that makes the 90% intervals, moved with the median, cover 90% of the held-out values
     (:func:`_conformal_scale` of the distance from the median to the value, measured against the interval's half
     on that side)."""
