@@ -18,7 +18,7 @@ through the seasonally adjusted values ``z - s`` and the profile is added back: 
 per-column drift d, the fill continues with slope d beyond the first and last visible value instead of flat.
 
 The diffused variable is the residual ``u = (z - f_raw) / local_scale`` at the hidden positions, so the prior mean
-(u = 0) is straight-line interpolation and the network learns what it misses (curvature, season, other columns).
+(u = 0) is the fill and the network learns what it misses (curvature, season, other columns).
 """
 
 from __future__ import annotations

@@ -3,19 +3,22 @@
 Algorithm (Tashiro et al. 2021, Alg. 1, with EDM's loss and preconditioning, Karras et al. 2022, sec. 5):
 
 1. Normalise each column to z-scores over its observed values; measure each column's *local scale* (the typical
-   spread of a column inside one window, median over windows), so that trending columns are not squashed.
+   spread of a column inside one window, median over windows), so that trending columns are not squashed. Fit
+   the fill's seasonal profile and drift per column (:mod:`~diffsight.tasks.series.fill`).
 2. Repeat: draw B windows of length L at random offsets; pick conditioning values among the observed ones with a
    random pattern (:mod:`~diffsight.tasks.series.masks`); the targets are the other observed values.
-3. The clean variable is the residual u = (z - fill) / residual_scale of the targets around the straight-line fill
-   of the conditioning values (the fill also sees the observed values within ``context`` steps outside the window,
+3. The clean variable is the residual u = (z - fill) / residual_scale of the targets around the fill of the
+   conditioning values (straight lines around the seasonal profile, with the drift beyond the ends; the fill
+   also sees the observed values within ``context`` steps outside the window,
    none after it for the ``forecast`` pattern); ``residual_scale`` is each column's root-mean-square residual
    over a few training batches, so an untrained network already draws each column's typical deviation from the
    straight line and the network's errors are measured in each column's own units (sigma_data = 1); draw
    ln sigma ~ N(ln(sigma_data / 0.5) - 1.2, 1.2^2) and minimise ``lambda(sigma) * |D(u + sigma n; sigma, cond) - u|^2``
    over the targets only, lambda = (s^2 + sd^2)/(s sd)^2.
 4. Every ``select_every`` steps, fill the held-out values (one deterministic run) and keep the weights with the
-   smallest error
-   (early stopping; step 0, the untrained network, is a candidate: it draws around the straight line).
+   smallest error (early stopping; step 0, the untrained network, is a candidate: it draws around the fill).
+5. On the held-out values, fit the stack weight of the network's correction to the fill and the interval scale
+   (:func:`_stack_and_spread`).
 """
 
 from __future__ import annotations
