@@ -40,7 +40,22 @@ def _train(data: Any, window: int, period: int | None, steps: int, seed: int) ->
         f"training on {data.length} rows x {data.num_features} column(s), window {min(window, data.length)}, "
         f"period {config.period or 'none'}, {steps} steps"
     )
-    return fit_series(data, config, progress=lambda step, loss: _say(f"  step {step}: loss {loss:.4f}"))
+    model = fit_series(data, config, progress=lambda step, loss: _say(f"  step {step}: loss {loss:.4f}"))
+    _say(_fill_summary(model))
+    return model
+
+
+def _fill_summary(model: Any) -> str:
+    """One line on what the fill does per column and how much of the network's correction is kept."""
+
+    def names(flags: Any) -> str:
+        chosen = [c for c, f in zip(model.columns, flags, strict=True) if f]
+        return ", ".join(chosen) if chosen else "none"
+
+    return (
+        f"fill: seasonal profile on {names(model.seasonal.any(axis=1))}; drift beyond the ends on "
+        f"{names(model.drift != 0)}; network correction kept at w = {model.stack_weight:.2f} (held-out values)"
+    )
 
 
 def _extend_time(time: Any, extra: int) -> list[Any]:

@@ -65,6 +65,7 @@ def test_impute_series_fills_gaps_with_intervals_and_a_forecast(csv_with_gaps: P
     )
     assert proc.returncode == 0, proc.stderr
     assert "filled 6 missing value(s) in 2 column(s), forecast 4 step(s)" in proc.stdout
+    assert "fill: seasonal profile on " in proc.stderr and "network correction kept at w = " in proc.stderr
     out = pd.read_csv(tmp_path / "filled.csv")
     original = pd.read_csv(csv_with_gaps)
     assert list(out.columns) == ["month", "x", "y", "x_lower", "x_upper", "y_lower", "y_upper"]

@@ -167,6 +167,17 @@ def test_fit_keeps_the_profile_and_a_stack_weight_that_load_restores(seasonal_mo
         load_series_model(tmp_path / "m")
 
 
+def test_models_saved_before_the_fill_parameters_load_with_a_plain_line(seasonal_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, model = seasonal_model
+    folder = save_series_model(model, tmp_path / "old")
+    meta = json.loads((folder / "series.json").read_text())
+    for key in ("seasonal", "drift", "stack_weight"):
+        del meta[key]
+    (folder / "series.json").write_text(json.dumps(meta))
+    old = load_series_model(folder)
+    assert not old.seasonal.any() and not old.drift.any() and old.stack_weight == 1.0
+
+
 def test_stack_weight_zero_puts_the_median_on_the_fill(seasonal_model) -> None:  # type: ignore[no-untyped-def]
     data, model = seasonal_model
     off = replace_model(model, stack_weight=0.0)
