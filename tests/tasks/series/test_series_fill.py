@@ -137,6 +137,7 @@ def test_stack_weight_and_conformal_scale_known_answers() -> None:
     assert _conformal_scale(ratios) == pytest.approx(0.91)  # the ceil(101 * 0.9) = 91st smallest
     few = np.array([0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 9.0])  # 7 values: a 75% interval, carried to 90%
     assert _conformal_scale(few) == pytest.approx(1.1 * 1.6448536 / 1.1503494, rel=1e-6)
+    assert _conformal_scale(np.array([2.0, 3.0])) == 3.0 and _conformal_scale(np.array([])) == 1.0
 
 
 @pytest.fixture(scope="module")

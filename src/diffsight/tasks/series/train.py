@@ -264,6 +264,8 @@ def _conformal_scale(ratio: np.ndarray, level: float = 0.9) -> float:
     (the second largest ratio), and a normal law's tails carry it to ``level``: times z((1 + level)/2) /
     z((1 + level_n)/2)."""
     n = ratio.size
+    if n < 3:  # too few to calibrate anything: the largest ratio, within the same bounds
+        return float(np.clip(ratio.max() if n else 1.0, 0.5, 20.0))
     reached = min(level, (n - 1) / (n + 1))
     rank = min(n, int(np.ceil((n + 1) * reached - 1e-9)))  # 1-based rank of the conformal quantile
     scale = float(np.sort(ratio)[rank - 1])
