@@ -27,8 +27,6 @@ import math
 
 import torch
 
-from diffsight.tasks.series.fill import seasonal_windows
-
 __all__ = [
     "conditioning",
     "cond_channels",
@@ -131,7 +129,8 @@ def conditioning(
     """
     season = None
     if period and seasonal is not None and bool(seasonal.any()):
-        season = seasonal_windows(seasonal, start - context, z.shape[-1], period).to(z.dtype)  # (B, K, L + 2P)
+        phase = phase_channels(start - context, z.shape[-1], period)  # (B, 2, L + 2P): sin, cos
+        season = torch.einsum("kc,bcl->bkl", seasonal.float(), phase).to(z.dtype)  # (B, K, L + 2P)
     adjusted = z if season is None else z - season
     values = torch.where(mask, adjusted, torch.zeros_like(z))
     fill, dist = linear_fill(values, mask, drift)

@@ -40,7 +40,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 
 __all__ = [
     "DRIFT_T",
@@ -51,7 +50,6 @@ __all__ = [
     "fit_seasonal_profile",
     "loo_errors",
     "seasonal_values",
-    "seasonal_windows",
 ]
 
 MARGIN = 0.9
@@ -123,14 +121,6 @@ def fit_seasonal_profile(z: np.ndarray, observed: np.ndarray, period: int | None
         if adjusted.mean() <= MARGIN * plain.mean() and significant:
             coef[k] = beta
     return coef
-
-
-def seasonal_windows(coef: torch.Tensor, start: torch.Tensor, length: int, period: int) -> torch.Tensor:
-    """(B, K, length) profile values s_k(t) of windows whose first row is ``start`` (B,) (absolute row index)."""
-    t = start.to(torch.float64)[:, None] + torch.arange(length, dtype=torch.float64)  # (B, L)
-    angle = 2 * math.pi * torch.remainder(t, period) / period
-    phase = torch.stack([angle.sin(), angle.cos()], dim=1)  # (B, 2, L)
-    return torch.einsum("kc,bcl->bkl", coef.to(torch.float64), phase)
 
 
 def fit_drift(z: np.ndarray, observed: np.ndarray) -> np.ndarray:
