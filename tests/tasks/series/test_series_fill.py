@@ -121,22 +121,49 @@ def test_drift_is_kept_only_when_significant() -> None:
     assert np.allclose(filled[:, 0], t)  # continued with slope 1 beyond both ends
 
 
-def test_stack_weight_and_conformal_scale_known_answers() -> None:
+def test_stack_weight_known_answers() -> None:
     rng = np.random.default_rng(11)
     correction = rng.standard_normal(200)
-    assert _stack_weight(correction, correction) == 1.0  # the held-out values need exactly the correction
-    assert _stack_weight(correction, -correction) == 0.0  # opposite: the fill alone
-    assert _stack_weight(correction, rng.standard_normal(200)) < 0.2  # unrelated: about 0
-    half = _stack_weight(correction, 0.5 * correction + 0.05 * rng.standard_normal(200))
+    boot = np.random.default_rng(0)
+    assert _stack_weight(correction, correction, boot) == 1.0  # the held-out values need exactly the correction
+    assert _stack_weight(correction, -correction, boot) == 0.0  # opposite: the fill alone
+    assert _stack_weight(correction, rng.standard_normal(200), boot) < 0.2  # unrelated: about 0
+    half = _stack_weight(correction, 0.5 * correction + 0.05 * rng.standard_normal(200), boot)
     assert 0.48 < half < 0.52
     needed = correction.copy()
     needed[:40] = 10 * rng.standard_normal(40)  # a fifth of the held-out values far off: the weight holds
-    assert _stack_weight(correction, needed) == pytest.approx(1.0)
-    assert _stack_weight(np.zeros(5), np.ones(5)) == 1.0  # no correction to weigh
+    assert _stack_weight(correction, needed, boot) == pytest.approx(1.0)
+    assert _stack_weight(np.zeros(5), np.ones(5), boot) == 1.0  # no correction to weigh
+    few = correction[:14]
+    assert _stack_weight(few, 0.6 * few, boot) == pytest.approx(0.6)  # exact, even from 14 values: no shrinkage
+
+
+def test_stack_weight_shrinks_a_slope_that_few_noisy_values_cannot_tell_from_zero() -> None:
+    # 200 values with a clear signal: the bootstrap standard error is small and the slope stays (factor > 0.99)
+    rng = np.random.default_rng(11)
+    correction = rng.standard_normal(200)
+    needed = 0.5 * correction + 0.3 * rng.standard_normal(200)
+    plain = _stack_weight(correction, needed)
+    assert 0.45 < plain < 0.6
+    assert _stack_weight(correction, needed, np.random.default_rng(0)) == pytest.approx(plain, rel=0.01)
+    # 14 held-out values, a true slope of 0.3 under noise ~7x the correction: the raw slopes scatter widely
+    # (0-0.94 over these seeds); shrunk, none is larger than its raw slope, and most go to 0
+    raw, shrunk = [], []
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        c = rng.standard_normal(14)
+        n = 0.3 * c + 2.0 * rng.standard_normal(14)
+        raw.append(_stack_weight(c, n))
+        shrunk.append(_stack_weight(c, n, np.random.default_rng(0)))
+    assert max(raw) > 0.9 and all(s <= r for s, r in zip(shrunk, raw, strict=True))
+    assert sum(s == 0.0 for s in shrunk) >= 3 and max(shrunk) < 0.5
+
+
+def test_conformal_scale_known_answers() -> None:
     ratios = np.arange(1, 101) / 100
     assert _conformal_scale(ratios) == pytest.approx(0.91)  # the ceil(101 * 0.9) = 91st smallest
-    few = np.array([0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 9.0])  # 7 values: a 75% interval, carried to 90%
-    assert _conformal_scale(few) == pytest.approx(1.1 * 1.6448536 / 1.1503494, rel=1e-6)
+    seven = np.array([0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 9.0])  # 7 values: a 75% interval, carried to 90%
+    assert _conformal_scale(seven) == pytest.approx(1.1 * 1.6448536 / 1.1503494, rel=1e-6)
     assert _conformal_scale(np.array([2.0, 3.0])) == 3.0 and _conformal_scale(np.array([])) == 1.0
 
 

@@ -181,9 +181,7 @@ def fit_series(
     denoiser.eval()
     model.calibration = calibrate(model, data, generator=torch.Generator().manual_seed(config.seed + 1))
     if held is not None:
-        model.stack_weight, model.spread = _stack_and_spread(
-            model, data, full.values, held, torch.Generator().manual_seed(config.seed + 2)
-        )
+        model.stack_weight, model.spread = _stack_and_spread(model, data, full.values, held, config.seed + 2)
     return model
 
 
@@ -212,43 +210,69 @@ def _held_error(model: SeriesModel, data: SeriesData, truth: np.ndarray, held: n
     return float(np.mean(np.abs(filled[held] - truth[held]) / model.std[cols]))
 
 
-def _stack_weight(correction: np.ndarray, needed: np.ndarray) -> float:
+BOOTSTRAP = 200
+"""Bootstrap resamples of the held-out values that measure the stack weight's standard error."""
+
+
+def _lad_slope(correction: np.ndarray, needed: np.ndarray) -> float:
+    """The least-absolute-deviations slope through 0 of ``needed`` on ``correction`` (no zero entries),
+    argmin_w sum |needed - w correction|: the median of the ratios needed / correction weighted by |correction|."""
+    ratio, weight = needed / correction, np.abs(correction)
+    order = np.argsort(ratio)
+    cumulative = np.cumsum(weight[order])
+    return float(ratio[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+
+
+def _stack_weight(correction: np.ndarray, needed: np.ndarray, generator: np.random.Generator | None = None) -> float:
     """The weight w in [0, 1] of the network's ``correction`` to the fill, given the held-out values' ``needed``
-    departure from it (both in column standard deviations): the least-absolute-deviations slope through 0,
-    argmin_w sum |needed - w correction| (a stacked regression, Breiman 1996, under the loss that the median,
-    the point estimate, is scored by), clipped to [0, 1]. It is the median of the ratios needed / correction
-    weighted by |correction|; a least-squares slope would follow the one or two largest held-out departures,
-    and a few dozen held-out values are all that a sparse series has."""
+    departure from it (both in column standard deviations).
+
+    The fitted slope is the least-absolute-deviations one through 0 (:func:`_lad_slope`; a stacked regression,
+    Breiman 1996, under the loss that the median, the point estimate, is scored by; a least-squares slope would
+    follow the one or two largest held-out departures). A sparse series has only a dozen or two held-out values,
+    and their slope is then mostly noise (at 90% hidden on macrodata, standard errors of 0.2-2.3 around slopes of
+    -0.5 to 0.65; a slope of 0.65 with a standard error of 2.3 cost 15% of MAE, BENCHMARKS.md). So the slope b is
+    shrunk by the factor that minimises the expected squared error of ``c b`` as an estimate of the true slope
+    beta, ``c = beta^2 / (beta^2 + se^2)``, with beta^2 estimated without bias by ``b^2 - se^2``:
+    ``w = b max(0, 1 - se^2 / b^2)`` (that factor with the estimate plugged in, truncated at 0), clipped to [0, 1];
+    ``se`` is the standard deviation of the slope over ``BOOTSTRAP`` resamples of the held-out values (Efron &
+    Tibshirani 1993, ch. 6), drawn from ``generator``. Without a generator, the slope is only clipped. With a
+    hundred held-out values or more and a network that has learnt something (co2 and macrodata at 10% hidden:
+    t = b / se of 7-11) the factor is 0.98-0.99; sunspots at 10% hidden (one column, 28 held-out values) keeps
+    0.82 of its slope (0.91 -> 0.75)."""
     keep = correction != 0
     if not keep.any():
         return 1.0
-    ratio, weight = needed[keep] / correction[keep], np.abs(correction[keep])
-    order = np.argsort(ratio)
-    cumulative = np.cumsum(weight[order])
-    median = ratio[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])]
-    return float(np.clip(median, 0.0, 1.0))
+    correction, needed = correction[keep], needed[keep]
+    slope = _lad_slope(correction, needed)
+    if slope > 0 and generator is not None:
+        picks = generator.integers(0, correction.size, size=(BOOTSTRAP, correction.size))  # (R, n)
+        spread = float(np.var([_lad_slope(correction[i], needed[i]) for i in picks]))
+        slope *= max(0.0, 1.0 - spread / slope**2)
+    return float(np.clip(slope, 0.0, 1.0))
 
 
 def _stack_and_spread(
-    model: SeriesModel, data: SeriesData, truth: np.ndarray, held: np.ndarray, generator: torch.Generator
+    model: SeriesModel, data: SeriesData, truth: np.ndarray, held: np.ndarray, seed: int
 ) -> tuple[float, float]:
     """The stack weight and the interval scale, both from the held-out values.
 
     The weight w in [0, 1] is the share of the network's correction (median of the draws minus the fill) that
-    best fits the held-out values (:func:`_stack_weight`): near 1 where the network has learnt something, near 0
-    where its corrections are noise (a sparse series, e.g. 90% hidden, leaves it a few hundred values to learn
-    from).
+    best fits the held-out values, shrunk by its bootstrap standard error (:func:`_stack_weight`): near 1 where the
+    network has learnt something, near 0 where its corrections are noise or too few held-out values cannot tell
+    (a sparse series, e.g. 90% hidden, leaves it a few hundred values to learn from). ``seed`` seeds the 32 draws
+    per value and the bootstrap.
     Then the scale that makes the 90% intervals, moved with the median, cover 90% of the held-out values
     (:func:`_conformal_scale` of the distance from the median to the value, measured against the interval's half
     on that side)."""
-    result = impute_series(model, data, samples=32, generator=generator)
+    result = impute_series(model, data, samples=32, generator=torch.Generator().manual_seed(seed))
     cols = np.nonzero(held)[1]
     fill = model.denormalise(
         adjusted_line(model.normalise(data.values), model.seasonal, model.config.period, model.drift)
     )
     y, med, base = truth[held], result.median[held], fill[held]
     correction, needed = (med - base) / model.std[cols], (y - base) / model.std[cols]
-    weight = _stack_weight(correction, needed)
+    weight = _stack_weight(correction, needed, np.random.default_rng(seed))
     moved = (1.0 - weight) * (med - base)
     med, lower, upper = med - moved, result.lower[held] - moved, result.upper[held] - moved
     half = np.where(y >= med, upper - med, med - lower)
