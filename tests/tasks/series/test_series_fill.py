@@ -162,9 +162,14 @@ def test_stack_weight_shrinks_a_slope_that_few_noisy_values_cannot_tell_from_zer
 def test_conformal_scale_known_answers() -> None:
     ratios = np.arange(1, 101) / 100
     assert _conformal_scale(ratios) == pytest.approx(0.91)  # the ceil(101 * 0.9) = 91st smallest
-    seven = np.array([0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 9.0])  # 7 values: a 75% interval, carried to 90%
-    assert _conformal_scale(seven) == pytest.approx(1.1 * 1.6448536 / 1.1503494, rel=1e-6)
-    assert _conformal_scale(np.array([2.0, 3.0])) == 3.0 and _conformal_scale(np.array([])) == 1.0
+    assert _conformal_scale(np.arange(1, 20) / 10) == pytest.approx(1.8)  # n = 19: the 18th, below the largest
+    carry = 1.6448536 / 1.1503494  # z(0.95) / z(0.875): a 75% interval carried to 90% with normal tails
+    seven = np.array([0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 9.0])  # 7 values: the 6th smallest, ceil(8 * 0.75)
+    assert _conformal_scale(seven) == pytest.approx(1.1 * carry, rel=1e-6)  # the 9.0 does not count
+    fifteen = np.concatenate([np.linspace(0.5, 1.5, 13), [5.5, 6.0]])  # two far off, as macrodata's hole pattern 15
+    assert _conformal_scale(fifteen) == pytest.approx(np.sort(fifteen)[11] * carry, rel=1e-6)  # 12th = ceil(12)
+    assert _conformal_scale(np.array([0.2, 0.6])) == pytest.approx(0.6 * carry, rel=1e-6)  # too few: the largest
+    assert _conformal_scale(np.array([])) == 1.0 and _conformal_scale(np.full(5, 100.0)) == 20.0  # bounded
 
 
 @pytest.fixture(scope="module")

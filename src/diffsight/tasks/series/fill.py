@@ -61,8 +61,12 @@ GAIN_T = 1.0
 DRIFT_T = 2.0
 """A column's drift is used beyond its ends only if it is at least this many standard errors from zero."""
 
-MIN_VALUES = 8
-"""Columns with fewer observed values than this keep the plain straight line (four coefficients to fit)."""
+MIN_VALUES = 16
+"""Columns with fewer observed values than this keep the plain straight line: four values per coefficient fitted
+(level, trend, sin, cos). With 14 values macrodata's real interest rate at 90% hidden (hole pattern 25) passed
+both tests with a spurious profile of 0.95 standard deviations and the fill lost 12% to straight lines. With
+16, two of 40 hole patterns at 90% hidden keep a small one (inflation, the real interest rate; the fill within
+0.5% of the straight line), and co2's and sunspots' fills do not change (20 hole patterns each, 50% and 90%)."""
 
 
 def _design(t: np.ndarray, period: int, length: int) -> np.ndarray:

@@ -280,19 +280,28 @@ def _stack_and_spread(
     return weight, _conformal_scale(ratio)
 
 
+SMALL_LEVEL = 0.75
+"""Fewer held-out values than a 90% conformal rank needs calibrate the central interval of this level instead."""
+
+
 def _conformal_scale(ratio: np.ndarray, level: float = 0.9) -> float:
     """The factor on the interval's half-widths that makes ``level`` intervals cover the held-out values, from their
     ``ratio`` |value - median| / half-width: the split-conformal quantile, the ceil((n + 1) level)-th smallest ratio
-    (Lei et al. 2018, sec. 2.2). Fewer than 19 values cannot calibrate a 90% interval that way (the rank would be
-    the largest value or beyond), so they calibrate the widest central interval they can, of level (n - 1)/(n + 1)
-    (the second largest ratio), and a normal law's tails carry it to ``level``: times z((1 + level)/2) /
-    z((1 + level_n)/2)."""
+    (Lei et al. 2018, sec. 2.2), where there are enough of them for that rank to lie below the largest (n >= 19 at
+    90%). Fewer values calibrate the central ``SMALL_LEVEL`` (75%) interval instead, from the
+    ceil((n + 1) 0.75)-th smallest ratio (the largest below 7 values), and a normal law's tails carry it to
+    ``level``: times z((1 + level)/2) / z(0.875). The top of a dozen values is mostly chance: the second largest of
+    15 held-out values of macrodata at 90% hidden (hole pattern 15) widened the intervals 5.9 times, so that they
+    covered 99% of the hidden values and the CRPS was 20% worse than the straight line's error. Over 11 hole
+    patterns there (14-20 held-out values, each rule applied to all) the second largest gave a mean CRPS of 0.88
+    of the straight line's error and coverage 0.65-0.99; the upper quartile 0.82 and 0.64-0.98 (mean 0.86); the
+    median 0.81 and 0.58-0.95 (mean 0.78: heavy tails go unseen) (BENCHMARKS.md)."""
     n = ratio.size
-    if n < 3:  # too few to calibrate anything: the largest ratio, within the same bounds
-        return float(np.clip(ratio.max() if n else 1.0, 0.5, 20.0))
-    reached = min(level, (n - 1) / (n + 1))
-    rank = min(n, int(np.ceil((n + 1) * reached - 1e-9)))  # 1-based rank of the conformal quantile
-    scale = float(np.sort(ratio)[rank - 1])
-    if reached < level:
-        scale *= float(stats.norm.ppf((1 + level) / 2) / stats.norm.ppf((1 + reached) / 2))
-    return float(np.clip(scale, 0.5, 20.0))
+    if n == 0:
+        return 1.0
+    rank = int(np.ceil((n + 1) * level - 1e-9))  # 1-based rank of the conformal quantile
+    if rank < n:
+        return float(np.clip(np.sort(ratio)[rank - 1], 0.5, 20.0))
+    rank = min(n, int(np.ceil((n + 1) * SMALL_LEVEL - 1e-9)))
+    carry = stats.norm.ppf((1 + level) / 2) / stats.norm.ppf((1 + SMALL_LEVEL) / 2)
+    return float(np.clip(np.sort(ratio)[rank - 1] * carry, 0.5, 20.0))
